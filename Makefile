@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	$(BIN)/harness-run
+	$(BIN)/harness-run experiment=demo
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -1,0 +1,45 @@
+"""GLUE's official dev metrics (Wang et al. 2018): accuracy, F1 of the positive class (MRPC, QQP), Matthews correlation
+(CoLA), Pearson and Spearman correlation (STS-B). Values are returned as the scorers give them (0.912, not 91.2)."""
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+
+def _accuracy(preds, labels):
+    return float(accuracy_score(labels, preds))
+
+
+def _f1(preds, labels):
+    return float(f1_score(labels, preds, pos_label=1, average="binary", zero_division=0.0))
+
+
+def _matthews(preds, labels):
+    return float(matthews_corrcoef(labels, preds))
+
+
+def _pearson(preds, labels):
+    if np.std(preds) == 0 or np.std(labels) == 0:
+        return 0.0  # undefined for a constant vector; report no correlation rather than NaN
+    return float(stats.pearsonr(preds, labels)[0])
+
+
+def _spearman(preds, labels):
+    if np.std(preds) == 0 or np.std(labels) == 0:
+        return 0.0
+    return float(stats.spearmanr(preds, labels)[0])
+
+
+METRICS = {
+    "accuracy": _accuracy,
+    "f1": _f1,
+    "matthews_corr": _matthews,
+    "pearson": _pearson,
+    "spearman": _spearman,
+}
+
+
+def compute(names, preds, labels) -> dict[str, float]:
+    preds, labels = np.asarray(preds), np.asarray(labels)
+    return {name: METRICS[name](preds, labels) for name in names}

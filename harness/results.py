@@ -1,0 +1,112 @@
+"""The run record: one `run.json` per run, written atomically (temp file + rename), the source of truth for reports."""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import tempfile
+import traceback
+from importlib import metadata
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+PACKAGES = ("torch", "transformers", "datasets", "accelerate", "peft", "hydra-core", "wandb", "numpy", "scikit-learn",
+            "scipy", "sacrebleu", "lora-harness")
+REPO = Path(__file__).resolve().parent.parent
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=2, sort_keys=False, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run_id(config: dict) -> str:
+    """A run's identity: the hash of its resolved config, minus where it writes and how it reports progress."""
+    ident = json.loads(json.dumps(config, default=str))
+    ident.pop("hydra", None)
+    ident.pop("skip_completed", None)
+    for key in ("progress", "log_every", "cache_dir"):
+        ident.get("trainer", {}).pop(key, None)
+    return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _git(*args) -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def provenance(data: dict, device: str) -> dict:
+    packages = {}
+    for name in PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": _git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "packages": packages,
+        "python": platform.python_version(),
+        "data": data,
+        "device": device,
+        "host": platform.node(),
+    }
+
+
+def error_info(exc: BaseException) -> dict:
+    tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
+    return {"type": type(exc).__name__, "message": str(exc), "traceback": tail[-4000:]}
+
+
+def new_record(config: dict, output_dir: Path) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id(config),
+        "status": "running",
+        "error": None,
+        "model": config["model"]["name"],
+        "task": config["task"]["name"],
+        "task_family": config["task"].get("family"),
+        "method": config["method"]["name"],
+        "experiment": config.get("experiment"),
+        "seed": config.get("seed"),
+        "config": config,
+        "params": None,
+        "metrics": None,
+        "flags": [],
+        "cost": None,
+        "provenance": None,
+        "tracking": None,
+        "output_dir": str(output_dir),
+        "started_at": now(),
+        "finished_at": None,
+    }
+
+
+def read_record(path: Path) -> dict | None:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
