@@ -1,0 +1,247 @@
+"""E2E NLG Challenge metrics, equal to the official scorer (tuetschek/e2e-metrics, ``measure_scores.py``).
+
+The official scorer reports five corpus-level scores:
+
+* BLEU and NIST from the NIST ``mteval-v13a`` Perl script (the scorer's ``-sig`` variant, which allows a varying
+  number of references per segment). Both are re-implemented here from the script's definitions:
+  - its tokenisation (``tokenization`` sub: SGML entities, ASCII lower-casing, punctuation split off),
+  - BLEU (Papineni et al., 2002): 4-gram clipped precisions over the corpus, geometric mean, brevity penalty
+    ``exp(min(0, 1 - r/c))`` with ``r`` the sum over segments of the reference length closest to the hypothesis
+    length (ties -> the shorter one), and mteval's smoothing when an n-gram order has no match at all;
+  - NIST (Doddington, 2002): ``sum_{n=1..5} sum_{matched n-grams} Info(w1..wn) / #hyp n-grams`` with
+    ``Info(w1..wn) = log2(count(w1..wn-1) / count(w1..wn))`` counted over all references, times the length penalty
+    ``exp(-beta * log(ratio)^2)``, ``beta = -log(0.5)/log(1.5)^2``, ratio = hyp words / average reference words.
+* METEOR 1.5, ROUGE-L and CIDEr(-D) from the MS-COCO caption code (the ``pycocoevalcap`` package, the same code the
+  official scorer bundles), after its Stanford PTB tokenizer (lower-cased, punctuation tokens removed).
+
+``score_e2e`` returns the scores on the official scale (BLEU 0..1, NIST about 0..15, METEOR/ROUGE-L 0..1, CIDEr 0..10);
+the scorer prints them with 4 decimals.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import subprocess
+import tempfile
+import threading
+from collections import Counter
+from pathlib import Path
+
+MTEVAL_MAX_N = 9  # mteval collects n-grams up to 9; BLEU reads order 4, NIST order 5
+BLEU_N = 4
+NIST_N = 5
+
+# Perl's \s on character strings; Python's \s also matches \x1c-\x1f, which Perl does not.
+_PERL_WS = r"[\t\n\x0b\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+"
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# mteval-v13a: [\{-\~\[-\` -\&\(-\+\:-\@\/] i.e. { | } ~ [ \ ] ^ _ ` space ! " # $ % & ( ) * + : ; < = > ? @ /
+_MTEVAL_PUNCT = re.compile(r"([{-~\[-` -&(-+:-@/])")
+
+
+def mteval_tokenize(text: str) -> list[str]:
+    """Tokens of one segment as mteval-v13a sees them (default, case-insensitive tokenisation)."""
+    t = re.sub(_PERL_WS, " ", text)  # mteval joins all whitespace of a <doc> before reading its <seg>s
+    t = t.replace("<skipped>", "")
+    # SGML entities, in the script's order (each a global substitution of its own)
+    t = t.replace("&quot;", '"').replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">")
+    t = f" {t} ".translate(_ASCII_LOWER)  # tr/[A-Z]/[a-z]/: ASCII letters only
+    t = _MTEVAL_PUNCT.sub(r" \1 ", t)
+    t = re.sub(r"([^0-9])([.,])", r"\1 \2 ", t)  # period/comma not preceded by a digit
+    t = re.sub(r"([.,])([^0-9])", r" \1 \2", t)  # period/comma not followed by a digit
+    t = re.sub(r"([0-9])(-)", r"\1 \2 ", t)  # dash preceded by a digit
+    t = re.sub(_PERL_WS, " ", t).strip(" ")
+    return t.split(" ") if t else []
+
+
+def _ngrams(words: list[str], max_n: int = MTEVAL_MAX_N) -> Counter:
+    return Counter(tuple(words[i:i + n]) for n in range(1, max_n + 1) for i in range(len(words) - n + 1))
+
+
+def _ngram_info(ref_ngram_sets: list[Counter], total_ref_words: int) -> dict:
+    """NIST information weights from all references (mteval's compute_ngram_info)."""
+    counts: Counter = Counter()
+    for ngrams in ref_ngram_sets:
+        counts.update(ngrams)
+    info = {}
+    for ngram, c in counts.items():
+        prefix = ngram[:-1]
+        # Perl tests the prefix string for truth: "" (unigram) and the single word "0" are false -> total words.
+        denom = counts[prefix] if prefix and prefix != ("0",) else total_ref_words
+        info[ngram] = -math.log(c / denom) / math.log(2)
+    return info
+
+
+def _closest_length(current: int, ref_len: int, hyp_len: int) -> int:
+    """mteval's brevity_penalty_closest: the closer length wins, ties go to the shorter; empty refs are skipped."""
+    if not ref_len:
+        return current
+    d_new, d_cur = abs(hyp_len - ref_len), abs(hyp_len - current)
+    if d_new < d_cur or (d_new == d_cur and current > ref_len):
+        return ref_len
+    return current
+
+
+def _nist_length_penalty(ratio: float) -> float:
+    if ratio >= 1:
+        return 1.0
+    if ratio <= 0:
+        return 0.0
+    beta = -math.log(0.5) / math.log(1.5) / math.log(1.5)  # penalty 0.5 at ratio 1/1.5
+    return math.exp(-beta * math.log(ratio) * math.log(ratio))
+
+
+def mteval_bleu_nist(hypotheses: list[str], references: list[list[str]]) -> tuple[float, float]:
+    """Corpus BLEU (4-gram, closest ref length, mteval smoothing) and NIST (5-gram) as mteval-v13a-sig computes them."""
+    hyps = [mteval_tokenize(h) for h in hypotheses]
+    refs = [[mteval_tokenize(r) for r in rs] for rs in references]
+    ref_ngrams = [[_ngrams(r) for r in rs] for rs in refs]
+    total_ref_words = sum(len(r) for rs in refs for r in rs)
+    n_nonempty_refs = sum(1 for rs in refs for r in rs if r)
+    if total_ref_words == 0:
+        raise ValueError("all references are empty: NIST is undefined (mteval divides by the reference length)")
+    info = _ngram_info([c for cs in ref_ngrams for c in cs], total_ref_words)
+
+    match = [0] * (MTEVAL_MAX_N + 1)  # index n: clipped matches of order n
+    hyp_count = [0] * (MTEVAL_MAX_N + 1)
+    hyp_info = [0.0] * (MTEVAL_MAX_N + 1)
+    ref_length = 0  # BLEU effective reference length (sum of closest lengths)
+    for hyp, rs, rngrams in zip(hyps, refs, ref_ngrams):
+        for n in range(1, MTEVAL_MAX_N + 1):
+            hyp_count[n] += max(len(hyp) - n + 1, 0)
+        max_ref: Counter = Counter()
+        for c in rngrams:
+            max_ref |= c  # union keeps the maximum count of each n-gram over the references
+        seg_len = len(rs[0])
+        for r in rs[1:]:
+            seg_len = _closest_length(seg_len, len(r), len(hyp))
+        ref_length += seg_len
+        for ngram, c in _ngrams(hyp).items():
+            if ngram in max_ref:
+                clipped = min(c, max_ref[ngram])
+                match[len(ngram)] += clipped
+                hyp_info[len(ngram)] += info[ngram] * clipped
+
+    # BLEU (mteval's bleu_score, smoothing on): a zero-match order halves the count it pretends to have
+    log_sum, smooth = 0.0, 1
+    for n in range(1, BLEU_N + 1):
+        if hyp_count[n] == 0:
+            continue  # iscore = 0
+        if match[n] == 0:
+            smooth *= 2
+            log_sum += math.log(1 / (smooth * hyp_count[n]))
+        else:
+            log_sum += math.log(match[n] / hyp_count[n])
+    bp = math.exp(min(0.0, 1 - ref_length / hyp_count[1])) if hyp_count[1] > 0 else 0.0
+    bleu = math.exp(log_sum / BLEU_N) * bp
+
+    # NIST: average reference length uses the number of non-empty references per segment
+    avg_refs_per_seg = n_nonempty_refs / len(hyps)
+    ratio = hyp_count[1] / (total_ref_words / avg_refs_per_seg)
+    nist = sum(hyp_info[n] / max(hyp_count[n], 1) for n in range(1, NIST_N + 1)) * _nist_length_penalty(ratio)
+    return bleu, nist
+
+
+def _coco_jar_dir() -> Path:
+    import pycocoevalcap.tokenizer.ptbtokenizer as ptb
+
+    return Path(ptb.__file__).parent
+
+
+def ptb_tokenize(texts: list[str]) -> list[str]:
+    """pycocoevalcap's PTBTokenizer (Stanford CoreNLP 3.4.1 jar, -preserveLines -lowerCase, punctuation dropped).
+
+    Same command and post-processing as ``pycocoevalcap.tokenizer.ptbtokenizer.PTBTokenizer``, but the input file goes
+    to a private temporary folder instead of the package folder (which may be read-only).
+    """
+    from pycocoevalcap.tokenizer.ptbtokenizer import PUNCTUATIONS, STANFORD_CORENLP_3_4_1_JAR
+
+    if not texts:
+        return []
+    jar = _coco_jar_dir() / STANFORD_CORENLP_3_4_1_JAR
+    with tempfile.TemporaryDirectory(prefix="e2e-ptb-") as tmp:
+        path = Path(tmp) / "sentences.txt"
+        path.write_bytes("\n".join(t.replace("\n", " ") for t in texts).encode("utf-8"))
+        cmd = ["java", "-cp", str(jar), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase",
+               str(path)]
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True).stdout.decode("utf-8")
+    lines = out.split("\n")
+    if len(lines) < len(texts):
+        raise RuntimeError(f"PTB tokenizer returned {len(lines)} lines for {len(texts)} sentences")
+    return [" ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS) for line in lines[:len(texts)]]
+
+
+def coco_scores(hypotheses: list[str], references: list[list[str]], meteor: bool = True) -> dict[str, float]:
+    """METEOR 1.5, ROUGE-L and CIDEr-D over PTB-tokenised texts, as the official scorer's COCOEvalCap run.
+
+    ``meteor=False`` skips METEOR (its Java process needs several seconds to load the paraphrase table).
+    """
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    flat_refs = ptb_tokenize([r for rs in references for r in rs])
+    flat_hyps = ptb_tokenize(hypotheses)  # the scorer tokenises references and outputs in two separate runs
+    gts, res, k = {}, {}, 0
+    for i, rs in enumerate(references):
+        key = f"inst-{i}"  # the scorer's image ids, in the same insertion order
+        gts[key] = flat_refs[k:k + len(rs)]
+        res[key] = [flat_hyps[i]]
+        k += len(rs)
+    scores = {}
+    if meteor:
+        scorer = Meteor()  # starts METEOR's Java process; Meteor.__del__ stops it
+        try:
+            scores["meteor"] = float(scorer.compute_score(gts, res)[0])
+        except Exception:
+            scorer.meteor_p.kill()
+            scorer.lock = threading.Lock()  # compute_score failed holding its lock, which __del__ would wait for
+            raise
+    scores["rouge_l"] = float(Rouge().compute_score(gts, res)[0])  # LCS F-measure, beta = 1.2 (Lin, 2004)
+    scores["cider"] = float(Cider().compute_score(gts, res)[0])  # CIDEr-D (Vedantam et al., 2015), x10
+    return scores
+
+
+def score_e2e(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:
+    """The five official E2E scores: keys ``bleu, nist, meteor, rouge_l, cider`` (official scale)."""
+    hypotheses, references = list(hypotheses), [list(rs) for rs in references]
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses but {len(references)} reference groups: counts must match")
+    if not hypotheses:
+        raise ValueError("nothing to score: 0 hypotheses and 0 reference groups")
+    empty = [i for i, rs in enumerate(references) if not rs]
+    if empty:
+        raise ValueError(f"{len(empty)} item(s) have no reference, first at index {empty[0]}")
+    bleu, nist = mteval_bleu_nist(hypotheses, references)
+    return {"bleu": bleu, "nist": nist, **coco_scores(hypotheses, references)}
+
+
+def _read_lines(path: str | Path) -> list[str]:
+    # The scorer reads with codecs.open(..., 'UTF-8'): lines split like str.splitlines(), each stripped.
+    return [line.strip() for line in Path(path).read_bytes().decode("utf-8").splitlines()]
+
+
+def read_system_outputs(path: str | Path) -> list[str]:
+    """System outputs, one per line (an empty line is an empty output), as the official scorer reads them."""
+    return _read_lines(path)
+
+
+def read_references(path: str | Path) -> list[list[str]]:
+    """References: one per line, the groups of one MR separated by a blank line.
+
+    As in the official scorer, a file without any blank line is a single-reference file (one reference per MR).
+    """
+    lines = _read_lines(path)
+    while lines and not lines[-1]:  # blank lines at the end close the last group, nothing more
+        lines.pop()
+    groups: list[list[str]] = [[]]
+    for line_no, line in enumerate(lines, start=1):
+        if line:
+            groups[-1].append(line)
+        elif groups[-1]:
+            groups.append([])
+        else:  # the scorer would create an MR without references here and fail later
+            raise ValueError(f"{path}:{line_no}: empty reference group (two blank lines in a row or a leading blank line)")
+    if len(groups) == 1:
+        groups = [[r] for r in groups[0]]
+    return groups
