@@ -16,11 +16,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import methods
-from harness import data as data_mod
-from harness import results
+from harness import results, tasks
 from harness.errors import ConfigError, HarnessError
 from harness.metrics import glue as glue_metrics
-from harness.models import ModelInfo, load_classifier, load_tokenizer
+from harness.models import ModelInfo
 from harness.tracking import NullTracker, make_tracker
 from harness.train import Diverged, TrainerConfig, fit
 
@@ -48,25 +47,6 @@ def validate_task(task: dict) -> None:
         raise ConfigError(f"task.metrics has unknown metric {unknown[0]!r}; valid choices: {', '.join(glue_metrics.METRICS)}")
 
 
-def classification_evaluator(task: dict, evals: dict, batch_size: int, collate):
-    regression = task["labels"] is None
-
-    def evaluate(model) -> dict:
-        device = next(model.parameters()).device
-        out = {}
-        for i, (split, ds) in enumerate(evals.items()):
-            preds, labels = [], []
-            for batch in torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate):
-                labels.append(batch.pop("labels"))
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
-                preds.append(logits.squeeze(-1) if regression else logits.argmax(-1))
-            scores = glue_metrics.compute(task["metrics"], torch.cat(preds).numpy(), torch.cat(labels).numpy())
-            out.update({(k if i == 0 else f"{split}/{k}"): v for k, v in scores.items()})
-        return out
-
-    return evaluate
-
-
 def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     """Train and evaluate one configuration; returns the run record (also written to `output_dir/run.json`)."""
     output_dir = Path(output_dir)
@@ -84,11 +64,9 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         output_dir.mkdir(parents=True, exist_ok=True)
         results.write_json_atomic(record_path, record)
 
-        torch.manual_seed(config["seed"])
-        tokenizer = load_tokenizer(config["model"])
-        data = data_mod.load_classification(task, tokenizer, tcfg)
-        model = load_classifier(config["model"], 1 if task["labels"] is None else len(task["labels"]))
-        model = method.apply(model, mcfg, info)
+        pipeline = tasks.build(task, config["model"], tcfg)
+        torch.manual_seed(config["seed"])  # the task head's initialisation draws from torch's RNG
+        model = method.apply(pipeline.build_model(), mcfg, info)
         for name, p in model.named_parameters():  # every method trains the task head
             if info.is_head(name):
                 p.requires_grad_(True)
@@ -99,22 +77,20 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
                                name=f"{task['name']}-{method.name}-s{config['seed']}", job_type=method.name,
                                tags=[info.name, task["name"], method.name])
         record["tracking"] = {"wandb_dir": tracker.run_dir}
-        from transformers import DataCollatorWithPadding
 
-        collate = DataCollatorWithPadding(tokenizer)
-        evaluate = classification_evaluator(task, data.evals, tcfg.eval_batch_size, collate)
-
-        def evaluate_method(m):
+        def evaluate(m):
             with method.evaluating(m, mcfg):
-                return evaluate(m)
+                return pipeline.evaluate(m)
 
-        result = fit(model, data.train, tcfg, collate=collate, evaluate=evaluate_method, headline=task["headline"],
-                     tracker=tracker, seed=config["seed"])
+        result = fit(model, pipeline.train, tcfg, collate=pipeline.collate, evaluate=evaluate, headline=task["headline"],
+                     tracker=tracker, seed=config["seed"], loss_fn=pipeline.loss_fn)
         record["metrics"] = {"headline": task["headline"], "best": result.best, "best_epoch": result.best_epoch,
                              "per_epoch": result.per_epoch,
                              "final": {k: v for k, v in result.per_epoch[-1].items() if k not in ("epoch", "step")}}
         record["cost"] = result.cost
-        record["provenance"] = results.provenance(data.provenance, result.cost["device"])
+        record["provenance"] = results.provenance(pipeline.provenance, result.cost["device"])
+        if pipeline.after_run:
+            pipeline.after_run(model, output_dir, record)
         if method.save:
             method.save(model, mcfg, info, output_dir / "adapter")
         record["status"] = "completed"

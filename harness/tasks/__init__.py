@@ -1,0 +1,35 @@
+"""Task pipelines. A task yaml names its `family`; the family's `build(task, model_cfg, tcfg) -> Pipeline` turns data
+into what the training loop needs: tokenised training set, collate, model builder, evaluator (and a loss, if the model's
+own is not the one to train on). Adding a task family = one module here + one entry in FAMILIES."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable
+
+from harness.errors import unknown_choice
+
+FAMILIES = {
+    "glue": "harness.tasks.classification",
+    "e2e": "harness.tasks.generation",
+    "wikisql": "harness.tasks.generation",
+}
+
+
+@dataclass
+class Pipeline:
+    train: object                                  # a tokenised datasets.Dataset
+    collate: Callable
+    build_model: Callable[[], object]              # seeded by the caller
+    evaluate: Callable[[object], dict]             # model → {metric: value}; first split unprefixed
+    loss_fn: Callable | None = None                # (model, batch) → loss; None: the model's own `.loss`
+    provenance: dict = field(default_factory=dict)
+    tokenizer: object = None
+    after_run: Callable | None = None              # (model, output_dir, record) → None: e.g. save generations
+
+
+def build(task: dict, model_cfg: dict, tcfg) -> Pipeline:
+    family = task.get("family")
+    if family not in FAMILIES:
+        raise unknown_choice("task.family", family, FAMILIES)
+    return importlib.import_module(FAMILIES[family]).build(task, model_cfg, tcfg)
