@@ -1,0 +1,288 @@
+"""harness-report: the paper's tables, plots and a reproduction scorecard from the harness's run records.
+
+Usage:
+    harness-report outputs/ multirun/ --out reports/glue_table2          # folders are searched for run.json
+    harness-report 'outputs/sst2/**/run.json' --out reports/sst2 --formats md,csv
+    harness-report --wandb my-entity/lora-harness --out reports/wandb     # the same report from W&B runs
+
+Writes into --out: README.md (the index: every table, the scorecard, runs not in the tables, unreadable records,
+plots and the plots skipped), one file per table and format (table2_glue.md/.tex/.csv/.html, table3_e2e.*, wikisql.*),
+scorecard.*, aggregate.csv (every metric of every configuration), runs.csv (one flattened row per run), plots/*.png|pdf
+and index.html (with html). The same inputs give byte-identical files: rows are sorted, floats formatted, no dates.
+
+run.json is the source of truth (one per training run). A record that is not valid JSON, or lacks the fields the
+tables need, is listed under "Unreadable records", never dropped silently. Exit status: 0, or 2 when nothing was found.
+"""
+import argparse
+import glob
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from harness import report_plots, report_scorecard, report_tables as rt
+
+FORMATS = ("md", "tex", "csv", "html")
+REQUIRED = ("status", "model", "task", "method")
+# The config key that tells two runs of one method apart, first match wins (LoRA / adapters: r; prefixes: length).
+SIZE_KEYS = ("r", "bottleneck", "prefix_len", "num_virtual_tokens", "l_p", "top_k")
+TARGET_ORDER = ("q", "k", "v", "o", "mlp")
+# W&B run states → our statuses, used only when the harness's own `status` is missing from the summary.
+WANDB_STATES = {"finished": "completed", "crashed": "failed", "failed": "failed", "killed": "failed",
+                "running": "running"}
+
+
+def find_run_files(paths):
+    """run.json files under folders, plain files, and globs ('**' recursive); also the inputs that matched nothing."""
+    found, unmatched = set(), []
+    for raw in paths:
+        matches = sorted(glob.glob(raw, recursive=True)) if any(c in raw for c in "*?[") else [raw]
+        hits = set()
+        for match in map(Path, matches):
+            hits.update(match.rglob("run.json") if match.is_dir() else [match] if match.is_file() else [])
+        found |= hits
+        if not hits:
+            unmatched.append(raw)
+    return sorted(found), unmatched
+
+
+def load_records(files):
+    """(records, problems): each record gains `_source` (its path); a problem is (path, what is wrong)."""
+    records, problems = [], []
+    for path in files:
+        try:
+            record = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            problems.append((str(path), f"unreadable JSON: {err}"))
+            continue
+        missing = [k for k in REQUIRED if not isinstance(record, dict) or record.get(k) is None]
+        if missing:
+            problems.append((str(path), "not a run record: missing " + ", ".join(missing)))
+            continue
+        records.append(dict(record, _source=str(path)))
+    return records, problems
+
+
+def flatten(tree, prefix="", sep="."):
+    """{'a': {'b': 1}} → {'a.b': 1}; lists stay values (targets, per_epoch, flags)."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        out.update(flatten(value, name, sep) if isinstance(value, dict) and value else {name: value})
+    return out
+
+
+def variant_of(method_cfg):
+    """(label, size, targets) for a method config: ('r=8 {q,v}', 8.0, 'q,v'); ('', nan, '') for full_ft."""
+    parts, size = [], float("nan")
+    for key in ("budget",) + SIZE_KEYS:
+        value = method_cfg.get(key)
+        if value is not None:
+            parts.append(f"{key}={value}")
+            try:
+                size = float(value)
+            except (TypeError, ValueError):
+                pass
+            if key != "budget":
+                break
+    targets = method_cfg.get("targets") or []
+    targets = [targets] if isinstance(targets, str) else list(targets)
+    order = sorted(map(str, targets), key=lambda t: (TARGET_ORDER.index(t) if t in TARGET_ORDER else 99, t))
+    if order:
+        parts.append("{" + ",".join(order) + "}")
+    return " ".join(parts), size, ",".join(order)
+
+
+def _subset(value):
+    return "full" if value in (None, "") else str(value)
+
+
+def records_to_frame(records):
+    """One row per record, every field flattened ('config.method.r', 'metrics.best.accuracy', 'params.total'), plus
+    the derived columns the tables group by: variant, variant_size, targets, train_samples, eval_samples, headline."""
+    rows = []
+    for record in records:
+        row = flatten({k: v for k, v in record.items() if k != "_source"})
+        config = record.get("config") or {}
+        method_cfg, trainer = config.get("method") or {}, config.get("trainer") or {}
+        metrics = record.get("metrics") or {}
+        row["variant"], row["variant_size"], row["targets"] = variant_of(method_cfg)
+        row.update(source=record["_source"], run_id=record.get("run_id") or record["_source"],
+                   headline=metrics.get("headline") or rt.HEADLINES.get(record["task"], "accuracy"),
+                   flags=";".join(sorted(record.get("flags") or [])),
+                   error_message=((record.get("error") or {}).get("message") or ""),
+                   task_family=record.get("task_family") or ("glue" if record["task"] in rt.GLUE_TASKS
+                                                             else record["task"]),
+                   train_samples=_subset(trainer.get("max_train_samples")),
+                   eval_samples=_subset(trainer.get("max_eval_samples")))
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    for column in ("seed", "experiment", "output_dir", "finished_at", "params.trainable_no_head", "metrics.per_epoch"):
+        if column not in frame:
+            frame[column] = None
+    if frame.empty:
+        return frame
+    return frame.sort_values(["model", "task", "method", "variant", "seed", "source"]).reset_index(drop=True)
+
+
+def _plain(value):
+    """W&B summary / config objects (dict-like, nested) → plain dicts and lists."""
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def wandb_run_to_record(run, project):
+    """A W&B public-API run → the run.json shape. The harness logs the full resolved config and a summary with
+    `status`, `best/<metric>`, `best_epoch`, `headline`, `params/<count>`, `cost/<name>`. Per-epoch history is not
+    fetched (one more API call per run), so learning curves need the run.json files."""
+    config = {k: v for k, v in _plain(run.config).items() if not k.startswith("_")}
+    summary = flatten(_plain(run.summary), sep="/")
+
+    def under(prefix):
+        return {k[len(prefix):]: v for k, v in sorted(summary.items()) if k.startswith(prefix)}
+    section = lambda name: config.get(name) or {}  # noqa: E731 - a one-line accessor for the config's sub-trees
+    status = summary.get("status") or WANDB_STATES.get(run.state, run.state)
+    message = summary.get("error/message") or summary.get("error")
+    name = getattr(run, "id", None) or run.name
+    return {"schema_version": 1, "run_id": summary.get("run_id") or name, "status": status,
+            "error": {"message": str(message), "traceback": ""} if message else None,
+            "model": section("model").get("name"), "task": section("task").get("name"),
+            "task_family": section("task").get("family"), "method": section("method").get("name"),
+            "experiment": run.group or config.get("experiment"), "seed": config.get("seed"), "config": config,
+            "params": under("params/"),
+            "metrics": {"headline": summary.get("headline"), "best": under("best/"),
+                        "best_epoch": summary.get("best_epoch"), "per_epoch": [], "final": under("final/")},
+            "flags": list(summary.get("flags") or []), "cost": under("cost/"),
+            "provenance": {"wandb": {"name": run.name, "job_type": run.job_type, "tags": list(run.tags or []),
+                                     "state": run.state}},
+            "output_dir": f"wandb:{project}/{name}", "started_at": None, "finished_at": None,
+            "_source": f"wandb:{project}/{name}"}
+
+
+def wandb_records(project):
+    """Every run of ENTITY/PROJECT through wandb.Api(), converted; incomplete ones become problems, as for files."""
+    import wandb  # imported here: it is slow to import and only this option needs it
+
+    records, problems = [], []
+    for run in wandb.Api().runs(project):
+        record = wandb_run_to_record(run, project)
+        missing = [k for k in REQUIRED if record.get(k) is None]
+        if missing:
+            problems.append((record["_source"], "not a harness run: missing " + ", ".join(missing)))
+        else:
+            records.append(record)
+    return records, problems
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", newline="\n")
+
+
+def _csv(frame):
+    cells = frame.map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict, tuple)) else v)
+    return cells.to_csv(index=False, lineterminator="\n")
+
+
+def write_tables(tables, out, formats):
+    """Each table in each format; CSV holds the unrounded long-form numbers (median, mean, std, n …)."""
+    renderers = {"md": rt.to_markdown, "tex": rt.to_latex, "html": rt.to_html}
+    for table in tables:
+        for fmt in formats:
+            text = _csv(table["csv"]) if fmt == "csv" else renderers[fmt](table)
+            _write(out / f"{table['name']}.{fmt}", text)
+
+
+def runs_csv(runs):
+    first = ["source", "status", "model", "task", "method", "variant", "seed"]
+    rest = sorted(c for c in runs.columns if c not in first)
+    return _csv(runs[first + rest]) if not runs.empty else ""
+
+
+def write_report(runs, problems, unmatched, out, formats=FORMATS):
+    """Everything into `out`; returns the index (README.md) text."""
+    out = Path(out)
+    agg = rt.aggregate(runs) if not runs.empty else pd.DataFrame(columns=rt.GROUP_KEY + ["metric", "headline"])
+    tables = []
+    for spec in rt.table_specs(agg):
+        table = rt.build_table(agg, spec)
+        table["csv"] = rt.spec_rows(agg, spec).drop(columns=["variant_size", "task_family", "headline"])
+        tables.append(table)
+    card = report_scorecard.scorecard(agg) if not agg.empty else pd.DataFrame(columns=report_scorecard.COLUMNS)
+    score = rt.frame_table(report_scorecard.display(card), "Reproduction scorecard", "scorecard",
+                           ["ours and paper on the paper's scale (×100 except NIST, CIDEr); diff = ours − paper.",
+                            "comparable: yes only when model, data size, evaluation set and budget match; why lists "
+                            "every difference, including caveats that do not disqualify."])
+    score["csv"] = card
+    write_tables(tables + [score], out, formats)
+    _write(out / "aggregate.csv", _csv(agg.drop(columns=["variant_size"], errors="ignore")))
+    _write(out / "runs.csv", runs_csv(runs))
+    plots, skipped = report_plots.make_plots(runs, out / "plots") if not runs.empty else ([], ["no runs"])
+    sections = _sections(runs, tables, problems, unmatched)
+    index = _index(runs, tables, score, sections, plots, skipped)
+    _write(out / "README.md", index)
+    if "html" in formats:
+        body = "".join(rt.to_html(t, level=2) for t in tables + [score] + sections)
+        _write(out / "index.html", "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Report</title></head>"
+                                   f"<body>\n{body}</body></html>\n")
+    return index
+
+
+def _sections(runs, tables, problems, unmatched):
+    """The lists that keep the tables honest: runs left out and why, flagged runs, unreadable records."""
+    sections = []
+    if not runs.empty:
+        left = rt.not_in_tables(runs)
+        sections.append(rt.frame_table(left, "Runs not in the tables", "not_in_tables",
+                                       [] if len(left) else ["None: every record is a completed run."]))
+        flagged = rt.completed_runs(runs)
+        flagged = flagged[flagged["flags"] != ""][["model", "task", "method", "variant", "seed", "flags", "output_dir"]]
+        if len(flagged):
+            sections.append(rt.frame_table(flagged, "Flagged runs (in the tables, marked !)", "flagged"))
+    missing = pd.DataFrame([(t["title"], m) for t in tables for m in t["missing"]], columns=["table", "missing"])
+    if len(missing):
+        sections.append(rt.frame_table(missing, "Missing cells", "missing"))
+    bad = pd.DataFrame(problems + [(p, "matched no file") for p in unmatched], columns=["path", "problem"])
+    if len(bad):
+        sections.append(rt.frame_table(bad.sort_values("path"), "Unreadable records", "unreadable"))
+    return sections
+
+
+def _index(runs, tables, score, sections, plots, skipped):
+    """README.md: counts, then every table and list as Markdown blocks (the same text as the per-table files)."""
+    counts = runs["status"].value_counts().sort_index() if not runs.empty else pd.Series(dtype=int)
+    blocks = ["# Report", f"{len(runs)} run records: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
+              + ". Only completed runs enter the tables."]
+    blocks += [rt.to_markdown(t, level=2).strip() for t in tables + [score] + sections]
+    blocks.append("\n".join(["## Plots", ""] + [f"- [{p}]({p})" for p in plots] + [f"- skipped: {s}" for s in skipped]))
+    return "\n\n".join(blocks) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="harness-report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="*", help="run.json files, folders (searched recursively) or globs")
+    parser.add_argument("--out", required=True, help="output folder, e.g. reports/glue_table2")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read the runs of this W&B project")
+    parser.add_argument("--formats", default=",".join(FORMATS), help="comma list of md,tex,csv,html")
+    args = parser.parse_args(argv)
+    formats = [f for f in args.formats.split(",") if f]
+    if set(formats) - set(FORMATS) or not (args.paths or args.wandb):
+        parser.error(f"give PATH... or --wandb; --formats takes {','.join(FORMATS)}")
+    files, unmatched = find_run_files(args.paths)
+    records, problems = load_records(files)
+    if args.wandb:
+        more, bad = wandb_records(args.wandb)
+        records, problems = records + more, problems + bad
+    if not records and not problems:
+        print(f"harness-report: no run.json found under {' '.join(args.paths)}", file=sys.stderr)
+        return 2
+    runs = records_to_frame(records)
+    write_report(runs, problems, unmatched, args.out, formats)
+    print(f"{len(records)} runs, {len(problems)} unreadable; report in {Path(args.out) / 'README.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
