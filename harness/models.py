@@ -26,11 +26,20 @@ class ModelInfo:
     num_layers: int
     d_model: int
     head: list[str] = field(default_factory=list)
+    # Fused projections: module-name regex → the weight types stacked in its output, in order (GPT-2 `c_attn`: q, k, v).
+    fused: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def from_cfg(cls, mcfg: dict) -> "ModelInfo":
         return cls(mcfg["name"], mcfg["arch"], dict(mcfg["weight_types"]), mcfg["layer_pattern"],
-                   int(mcfg["num_layers"]), int(mcfg["d_model"]), list(mcfg.get("head") or []))
+                   int(mcfg["num_layers"]), int(mcfg["d_model"]), list(mcfg.get("head") or []),
+                   {k: list(v) for k, v in (mcfg.get("fused") or {}).items()})
+
+    def fused_parts(self, module_name: str) -> list[str] | None:
+        for pattern, parts in self.fused.items():
+            if re.search(f"(^|\\.)({pattern})$", module_name):
+                return parts
+        return None
 
     def layer_of(self, module_name: str) -> int | None:
         match = re.search(self.layer_pattern, "." + module_name + ".")
