@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.errors import DataError
+
 from harness.metrics.e2e import (coco_scores, mteval_bleu_nist, mteval_tokenize, ptb_tokenize, read_references,
                                  read_system_outputs, score_e2e)
 from harness.score import main as score_main
@@ -127,7 +129,7 @@ def test_reference_and_output_readers(tmp_path):
     assert read_references(single) == [["A."], ["B."], ["C."]]
     bad = tmp_path / "bad.txt"
     bad.write_text("A.\n\n\nB.\n", encoding="utf-8")
-    with pytest.raises(ValueError, match=r"bad.txt:3: empty reference group"):
+    with pytest.raises(DataError, match=r"bad.txt:3: empty reference group"):
         read_references(bad)
     outs = tmp_path / "outs.txt"
     outs.write_text(" first \n\nthird\n", encoding="utf-8")  # an empty line is an empty output

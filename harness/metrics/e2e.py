@@ -28,6 +28,8 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+from harness.errors import DataError
+
 MTEVAL_MAX_N = 9  # mteval collects n-grams up to 9; BLEU reads order 4, NIST order 5
 BLEU_N = 4
 NIST_N = 5
@@ -241,7 +243,7 @@ def read_references(path: str | Path) -> list[list[str]]:
         elif groups[-1]:
             groups.append([])
         else:  # the scorer would create an MR without references here and fail later
-            raise ValueError(f"{path}:{line_no}: empty reference group (two blank lines in a row or a leading blank line)")
+            raise DataError(f"{path}:{line_no}: empty reference group (two blank lines in a row or a leading blank line)")
     if len(groups) == 1:
         groups = [[r] for r in groups[0]]
     return groups

@@ -1,0 +1,121 @@
+"""E2E NLG Challenge data (Novikova, Dušek & Rieser, 2017): readers for the official CSV release.
+
+Files (tuetschek/e2e-dataset): ``trainset.csv``, ``devset.csv``, ``testset_w_refs.csv`` with a header line and the
+columns ``mr,ref``; one row per (meaning representation, human reference) pair, several rows per MR. Any of them may
+be gzip-compressed (``.csv.gz``). ``testset.csv`` (MRs only, column ``MR``) has no references and is not read here.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import re
+from pathlib import Path
+
+from harness.errors import DataError
+
+EXPECTED_COLUMNS = ("mr", "ref")
+SPLIT_FILES = {"train": "trainset", "dev": "devset", "test": "testset_w_refs"}
+# Same default as the Makefile: ../shared/data relative to the repository root.
+DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+
+# Attribute names as the LoRA / Prefix-Tuning linearisation writes them (data/e2e_nlg/SOURCE.md).
+_ATTRIBUTE_NAMES = {"eatType": "Type", "priceRange": "price", "familyFriendly": "family friendly"}
+_MR_ITEM = re.compile(r"\s*([^,\[\]]+?)\s*\[([^\]]*)\]\s*(?:,|$)")
+
+
+def _open_text(path: Path):
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
+
+
+def read_e2e_csv(path: str | Path) -> list[tuple[str, str]]:
+    """All (mr, ref) pairs of an official E2E CSV, in file order.
+
+    Raises DataError when the ``mr``/``ref`` columns are missing (naming the file, the columns found and the ones
+    expected) or when rows have an empty MR or reference (counting them and naming the file and first lines).
+    """
+    path = Path(path)
+    pairs, bad_lines = [], []
+    with _open_text(path) as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None) or []
+        columns = [c.strip().lower() for c in header]
+        missing = [c for c in EXPECTED_COLUMNS if c not in columns]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {missing}; found columns {header}, expected {list(EXPECTED_COLUMNS)}"
+                             + (" (testset.csv has MRs only: use testset_w_refs.csv)" if columns == ["mr"] else ""))
+        i_mr, i_ref = columns.index("mr"), columns.index("ref")
+        for row in reader:
+            if not any(field.strip() for field in row):
+                continue  # blank line
+            mr = row[i_mr].strip() if i_mr < len(row) else ""
+            ref = row[i_ref].strip() if i_ref < len(row) else ""
+            if not mr or not ref:
+                bad_lines.append(reader.line_num)  # line where this record ends (records may span lines)
+                continue
+            pairs.append((mr, ref))
+    if bad_lines:
+        shown = ", ".join(map(str, bad_lines[:10])) + (", ..." if len(bad_lines) > 10 else "")
+        raise DataError(f"{path}: {len(bad_lines)} row(s) with an empty MR or no reference, at line(s) {shown}")
+    return pairs
+
+
+def group_by_mr(pairs: list[tuple[str, str]]) -> list[tuple[str, list[str]]]:
+    """References grouped by identical MR, MRs in order of first appearance (how the official evaluation groups)."""
+    groups: dict[str, list[str]] = {}
+    for mr, ref in pairs:
+        groups.setdefault(mr, []).append(ref)
+    return list(groups.items())
+
+
+def parse_mr(mr: str) -> list[tuple[str, str]]:
+    """``"name[The Eagle], food[French]"`` -> ``[("name", "The Eagle"), ("food", "French")]``."""
+    items, pos = [], 0
+    while pos < len(mr):
+        m = _MR_ITEM.match(mr, pos)
+        if not m:
+            raise DataError(f"cannot parse MR at character {pos}: {mr!r} (expected 'attribute[value], ...')")
+        items.append((m.group(1), m.group(2).strip()))
+        pos = m.end()
+    if not items:
+        raise DataError(f"empty MR: {mr!r}")
+    return items
+
+
+def linearize_mr(mr: str) -> str:
+    """Plain-text prompt for a causal LM: ``"name : The Eagle | Type : pub | family friendly : yes"``.
+
+    Attributes keep their MR order and use the names of the LoRA-paper data format (eatType -> Type,
+    priceRange -> price, familyFriendly -> family friendly); values are copied verbatim (the LoRA files also
+    tokenise them, e.g. ``£20-25`` -> ``£ 20 - 25``; we leave that to the model's tokenizer). In that format the
+    reference follows after ``||``.
+    """
+    return " | ".join(f"{_ATTRIBUTE_NAMES.get(attr, attr)} : {value}" for attr, value in parse_mr(mr))
+
+
+def find_e2e_file(data_dir: str | Path | None, split: str) -> Path:
+    """Path of a split's CSV: ``<data_dir>/e2e_nlg/csv/{trainset,devset,testset_w_refs}.csv[.gz]``.
+
+    ``data_dir`` defaults to ``$HARNESS_DATA_DIR``, then to ``../shared/data`` beside the repository.
+    ``split`` is ``train``, ``dev`` or ``test`` (or the file stem itself).
+    """
+    stem = SPLIT_FILES.get(split, split)
+    if stem not in SPLIT_FILES.values():
+        raise ValueError(f"unknown E2E split {split!r}: expected one of {sorted(SPLIT_FILES)}")
+    env = os.environ.get("HARNESS_DATA_DIR")
+    base = Path(data_dir) if data_dir is not None else Path(env) if env else DEFAULT_DATA_DIR
+    tried = [base / "e2e_nlg" / "csv" / f"{stem}{ext}" for ext in (".csv", ".csv.gz")]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"E2E {split} file not found; tried {', '.join(map(str, tried))} "
+                            f"(HARNESS_DATA_DIR={env!r})")
+
+
+def load_e2e_split(data_dir: str | Path | None, split: str) -> list[tuple[str, list[str]]]:
+    """(mr, [references]) for a split, MRs in order of first appearance."""
+    return group_by_mr(read_e2e_csv(find_e2e_file(data_dir, split)))
