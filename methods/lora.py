@@ -1,0 +1,225 @@
+"""LoRA, in-house (Hu et al., ICLR 2022, arXiv:2106.09685).
+
+A frozen weight W₀ gets a trainable low-rank update: h = W₀x + (α/r)·B·A·x (paper eq. 3 and §4.1), A ∈ ℝ^{r×k} random
+(Gaussian, as the paper; or Kaiming-uniform), B ∈ ℝ^{d×r} zero, so training starts exactly from the base model. The
+layer wraps the existing module (`base_layer`): nn.Linear, GPT-2's Conv1D (weight stored transposed, in×out), and fused
+projections such as GPT-2's `c_attn` (q, k, v in one matrix), where only the chosen output slices are adapted, as the
+paper adapts Wq and Wv only. For inference the update is merged into W₀ (no added latency, paper §4.1).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods import register
+
+INITS = ("gaussian", "kaiming")
+BIASES = ("none", "all", "lora_only")
+
+
+@dataclass
+class Config:
+    r: int = 8
+    alpha: float = 8.0
+    dropout: float = 0.0
+    init: str = "gaussian"
+    targets: list = field(default_factory=lambda: ["q", "v"])
+    layers: list | None = None
+    bias: str = "none"
+    merge_for_eval: bool = True
+
+    def __post_init__(self):
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
+            raise ValueError(f"r must be a positive integer, got {self.r!r}")
+        if self.alpha <= 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha!r}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if self.bias not in BIASES:
+            raise ValueError(f"bias must be one of {', '.join(BIASES)}, got {self.bias!r}")
+        if isinstance(self.targets, str):
+            self.targets = [self.targets]
+        if not self.targets:
+            raise ValueError("targets must name at least one weight type or module")
+        self.targets = list(self.targets)
+        self.layers = None if self.layers is None else [int(i) for i in self.layers]
+
+
+def _is_conv1d(module) -> bool:
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")  # transformers.pytorch_utils.Conv1D
+
+
+def _shape(module) -> tuple[int, int]:
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if _is_conv1d(module):
+        return module.weight.shape[0], module.weight.shape[1]
+    raise TypeError(f"LoRA wraps nn.Linear or Conv1D, not {type(module).__name__}")
+
+
+class LoraLayer(nn.Module):
+    """Wraps `base_layer`; `slices` lists the (start, size) output ranges adapted (all of it by default), one (A, B)
+    pair per slice, stacked: A is (n·r)×k, B is (Σ sizes)×r."""
+
+    def __init__(self, base_layer: nn.Module, r: int, alpha: float, dropout: float = 0.0, init: str = "gaussian",
+                 slices: list[tuple[int, int]] | None = None):
+        super().__init__()
+        self.base_layer = base_layer
+        self.in_features, self.out_features = _shape(base_layer)
+        self.slices = [tuple(s) for s in (slices or [(0, self.out_features)])]
+        self.r, self.alpha, self.scaling = r, alpha, alpha / r
+        weight = base_layer.weight
+        self.lora_A = nn.Parameter(torch.empty(r * len(self.slices), self.in_features, dtype=weight.dtype, device=weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(sum(n for _, n in self.slices), r, dtype=weight.dtype, device=weight.device))
+        # Dropout on the LoRA input only; skipped entirely when p = 0 (no op in the graph).
+        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.merged = False
+        self.reset_parameters(init)
+
+    def reset_parameters(self, init: str = "gaussian"):
+        with torch.no_grad():
+            if init == "gaussian":
+                # The paper: "random Gaussian initialization for A and zero for B"; it gives no σ. σ = 1/r keeps
+                # (α/r)·BAx's scale independent of r at the first update, and matches peft's "gaussian" option.
+                nn.init.normal_(self.lora_A, std=1.0 / self.r)
+            else:
+                # Kaiming-uniform with a = √5 (nn.Linear's default): bound = 1/√k.
+                nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+            self.lora_B.zero_()
+
+    def delta_weight(self) -> list[tuple[int, int, torch.Tensor]]:
+        """(start, size, ΔW) per slice, ΔW = (α/r)·B·A in nn.Linear's out×in layout."""
+        out, row = [], 0
+        for i, (start, size) in enumerate(self.slices):
+            a = self.lora_A[i * self.r:(i + 1) * self.r]
+            b = self.lora_B[row:row + size]
+            out.append((start, size, (b @ a) * self.scaling))
+            row += size
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base_layer(x)
+        if self.merged:
+            return result
+        # (α/r) is applied to the r-dimensional hidden, the cheapest place for it.
+        hidden = F.linear(self.lora_dropout(x), self.lora_A) * self.scaling
+        if len(self.slices) == 1 and self.slices[0] == (0, self.out_features):
+            return result + F.linear(hidden, self.lora_B)
+        result = result.clone()
+        row = 0
+        for i, (start, size) in enumerate(self.slices):
+            h = hidden[..., i * self.r:(i + 1) * self.r]
+            result[..., start:start + size] += F.linear(h, self.lora_B[row:row + size])
+            row += size
+        return result
+
+    @torch.no_grad()
+    def _apply_delta(self, sign: float):
+        weight = self.base_layer.weight
+        for start, size, delta in self.delta_weight():
+            if not torch.isfinite(delta).all():
+                raise ValueError("LoRA update has non-finite values; refusing to merge it into the base weight")
+            if _is_conv1d(self.base_layer):
+                weight[:, start:start + size] += sign * delta.T.to(weight.dtype)
+            else:
+                weight[start:start + size] += sign * delta.to(weight.dtype)
+
+    def merge(self):
+        if not self.merged:
+            self._apply_delta(+1.0)
+            self.merged = True
+
+    def unmerge(self):
+        if self.merged:
+            self._apply_delta(-1.0)
+            self.merged = False
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, alpha={self.alpha}, slices={self.slices}, merged={self.merged}"
+
+
+def lora_layers(model: nn.Module):
+    return [m for m in model.modules() if isinstance(m, LoraLayer)]
+
+
+def _set_module(model: nn.Module, name: str, new: nn.Module):
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, child, new)
+
+
+def plan(model: nn.Module, cfg: Config, info) -> dict[str, list[tuple[int, int]] | None]:
+    """Module name → adapted output slices (None: the whole module). Weight types on a fused projection listed in the
+    model yaml's `fused` map (e.g. GPT-2 `attn.c_attn: [q, k, v]`) become slices of it."""
+    from transformers.pytorch_utils import Conv1D
+
+    chosen: dict[str, set] = {}
+    for target in cfg.targets:
+        for name in info.find(model, [target], cfg.layers, types=(nn.Linear, Conv1D)):
+            chosen.setdefault(name, set()).add(target)
+    result = {}
+    for name, types in chosen.items():
+        parts = info.fused_parts(name)
+        if parts and types <= set(parts):
+            width = _shape(model.get_submodule(name))[1] // len(parts)
+            result[name] = [(parts.index(t) * width, width) for t in sorted(types, key=parts.index)]
+        else:
+            result[name] = None
+    return result
+
+
+def inject(model: nn.Module, cfg: Config, info) -> dict:
+    layout = plan(model, cfg, info)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name, slices in layout.items():
+        base = model.get_submodule(name)
+        _set_module(model, name, LoraLayer(base, cfg.r, cfg.alpha, cfg.dropout, cfg.init, slices))
+    for module in lora_layers(model):
+        if cfg.bias == "lora_only" and getattr(module.base_layer, "bias", None) is not None:
+            module.base_layer.bias.requires_grad_(True)
+    if cfg.bias == "all":
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.requires_grad_(True)
+    return layout
+
+
+@contextlib.contextmanager
+def merged(model: nn.Module, cfg: Config | None = None):
+    """Evaluate with the update merged into W₀ (`method.merge_for_eval=true`, the default), then restore."""
+    layers = lora_layers(model) if cfg is None or cfg.merge_for_eval else []
+    for layer in layers:
+        layer.merge()
+    try:
+        yield model
+    finally:
+        for layer in layers:
+            layer.unmerge()
+
+
+def count(cfg: Config, info, model: nn.Module) -> int:
+    """Trainable LoRA parameters: r·(k + d) per adapted matrix or slice — the paper's 2·L̂·d·r when k = d."""
+    total = 0
+    for name, slices in plan(model, cfg, info).items():
+        k, d = _shape(model.get_submodule(name))
+        total += sum(cfg.r * (k + size) for _, size in (slices or [(0, d)]))
+    return total
+
+
+def _save(model, cfg, info, folder):
+    from methods import lora_io
+
+    lora_io.save_adapter(model, cfg, info, folder)
+
+
+@register("lora", Config, eval_context=merged, save=_save)
+def apply(model, cfg: Config, info):
+    inject(model, cfg, info)
+    return model

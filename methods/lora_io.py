@@ -1,0 +1,92 @@
+"""LoRA artifacts: the adapter alone (safetensors + config, KBs not MBs), loaded back with an exact key-set check;
+an export to a peft adapter folder (`peft.PeftModel.from_pretrained` loads it); a merged full model for inference."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from methods.lora import Config, LoraLayer, inject, lora_layers
+
+
+def _trainable_state(model) -> dict[str, torch.Tensor]:
+    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_adapter(model, cfg: Config, info, folder) -> Path:
+    """Only what trains (LoRA matrices, the task head, biases when asked) + the config needed to rebuild the layers."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(_trainable_state(model), str(folder / "adapter.safetensors"))
+    layout = {name: module.slices for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+    meta = {"method": "lora", "model": info.name, "config": dataclasses.asdict(cfg), "layout": layout}
+    (folder / "adapter_config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
+
+
+def load_adapter(model, info, folder):
+    """Inject LoRA as saved and load its weights; the saved key set must equal the model's trainable key set."""
+    folder = Path(folder)
+    meta = json.loads((folder / "adapter_config.json").read_text())
+    cfg = Config(**meta["config"])
+    inject(model, cfg, info)
+    for name, p in model.named_parameters():  # the task head was trained too
+        if info.is_head(name):
+            p.requires_grad_(True)
+    state = load_file(str(folder / "adapter.safetensors"))
+    expected = set(_trainable_state(model))
+    if set(state) != expected:
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        raise KeyError(f"{folder}: adapter keys do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in state.items():
+            params[name].copy_(tensor)
+    return model, cfg
+
+
+def export_peft(model, cfg: Config, info, folder) -> Path:
+    """A peft LoRA adapter folder (adapter_config.json + adapter_model.safetensors) with identical outputs. Sliced
+    fused projections have no peft equivalent and are refused."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state, targets, head = {}, [], set()
+    for name, module in model.named_modules():
+        if isinstance(module, LoraLayer):
+            if module.slices != [(0, module.out_features)]:
+                raise ValueError(f"{name}: a sliced fused projection cannot be expressed as a peft LoRA adapter")
+            targets.append(name)
+            state[f"base_model.model.{name}.lora_A.weight"] = module.lora_A.detach().cpu().contiguous()
+            state[f"base_model.model.{name}.lora_B.weight"] = module.lora_B.detach().cpu().contiguous()
+    for name, p in model.named_parameters():
+        if info.is_head(name):
+            state[f"base_model.model.{name}"] = p.detach().cpu().contiguous()
+            head.add(next(h for h in info.head if ("." + h + ".") in ("." + name)))
+    if cfg.bias != "none":
+        raise ValueError("export to peft supports bias='none' only")
+    config = {"peft_type": "LORA", "r": cfg.r, "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout,
+              "target_modules": sorted(targets), "bias": "none", "modules_to_save": sorted(head) or None,
+              "init_lora_weights": True, "fan_in_fan_out": False, "task_type": None, "inference_mode": True}
+    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    save_file(state, str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+def merge_and_unwrap(model):
+    """Merge every LoRA update into its base weight and put the base modules back: a plain model, no added latency."""
+    for name, module in list(model.named_modules()):
+        if isinstance(module, LoraLayer):
+            module.merge()
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, module.base_layer)
+    assert not lora_layers(model)
+    return model
+
+
+def export_merged(model, folder) -> Path:
+    """A full model folder (`save_pretrained`) with the LoRA update merged in, for inference with plain transformers."""
+    merge_and_unwrap(model).save_pretrained(str(folder))
+    return Path(folder)
