@@ -89,7 +89,7 @@ def test_unknown_method_name_suggests_closest(tiny_overrides, tmp_path):
     ("trainer.lr=0", "trainer.lr must be > 0, got 0"),
     ("trainer.batch_size=0", "trainer.batch_size must be > 0, got 0"),
     ("trainer.precision=fp8", "trainer.precision='fp8' is not valid"),
-    ("+method.rank=8", "method.rank is not a bitfit setting"),
+    ("+method.rank=8", "method.rank is not a lora setting"),
 ])
 def test_bad_values_fail_before_loading_and_never_complete(override, message, tiny_overrides, tmp_path):
     with pytest.raises(ConfigError, match=message):
