@@ -9,6 +9,7 @@ Writes into --out: README.md (the index: every table, the scorecard, runs not in
 plots and the plots skipped), one file per table and format (table2_glue.md/.tex/.csv/.html, table3_e2e.*, wikisql.*),
 scorecard.*, aggregate.csv (every metric of every configuration), runs.csv (one flattened row per run), plots/*.png|pdf
 and index.html (with html). The same inputs give byte-identical files: rows are sorted, floats formatted, no dates.
+Tables show medians ×100 with 1 decimal (NIST, CIDEr as is); their CSVs keep the scorer's scale (0.912), unrounded.
 
 run.json is the source of truth (one per training run). A record that is not valid JSON, or lacks the fields the
 tables need, is listed under "Unreadable records", never dropped silently. Exit status: 0, or 2 when nothing was found.
@@ -133,10 +134,19 @@ def _plain(value):
     return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
+def wandb_history(run, headline):
+    """metrics.per_epoch for the learning curves, from the run's logged `eval/<headline>` + `epoch` rows (one more API
+    call per run); [] when the run object cannot scan its history."""
+    scan = getattr(run, "scan_history", None)
+    if scan is None or not headline:
+        return []
+    rows = scan(keys=["epoch", f"eval/{headline}"])
+    return [{"epoch": row["epoch"], headline: row[f"eval/{headline}"]} for row in rows]
+
+
 def wandb_run_to_record(run, project):
     """A W&B public-API run → the run.json shape. The harness logs the full resolved config and a summary with
-    `status`, `best/<metric>`, `best_epoch`, `headline`, `params/<count>`, `cost/<name>`. Per-epoch history is not
-    fetched (one more API call per run), so learning curves need the run.json files."""
+    `status`, `best/<metric>`, `best_epoch`, `headline`, `params/<count>`, `cost/<name>` (and `error` on failure)."""
     config = {k: v for k, v in _plain(run.config).items() if not k.startswith("_")}
     summary = flatten(_plain(run.summary), sep="/")
 
@@ -153,7 +163,8 @@ def wandb_run_to_record(run, project):
             "experiment": run.group or config.get("experiment"), "seed": config.get("seed"), "config": config,
             "params": under("params/"),
             "metrics": {"headline": summary.get("headline"), "best": under("best/"),
-                        "best_epoch": summary.get("best_epoch"), "per_epoch": [], "final": under("final/")},
+                        "best_epoch": summary.get("best_epoch"), "final": under("final/"),
+                        "per_epoch": wandb_history(run, summary.get("headline"))},
             "flags": list(summary.get("flags") or []), "cost": under("cost/"),
             "provenance": {"wandb": {"name": run.name, "job_type": run.job_type, "tags": list(run.tags or []),
                                      "state": run.state}},
@@ -261,7 +272,8 @@ def _index(runs, tables, score, sections, plots, skipped):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="harness-report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="harness-report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="*", help="run.json files, folders (searched recursively) or globs")
     parser.add_argument("--out", required=True, help="output folder, e.g. reports/glue_table2")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read the runs of this W&B project")

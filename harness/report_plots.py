@@ -16,7 +16,7 @@ import matplotlib.style
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from harness.report_tables import METHOD_LABELS, TASK_LABELS, completed_runs, scale_of
+from harness.report_tables import METHOD_LABELS, TASK_LABELS, completed_runs, scale_of, task_order
 
 PNG_META = {"Software": None}
 PDF_META = {"CreationDate": None, "ModDate": None}
@@ -123,7 +123,7 @@ def make_plots(runs, outdir):
     scores = _scores(runs)
     written, skipped = [], []
     with matplotlib.style.context("default"):
-        for task in sorted(set(scores["task"])):
+        for task in sorted(set(scores["task"]), key=task_order):
             sub = scores[scores["task"] == task]
             for stem, name, plot in KINDS:
                 fig, why = plot(sub, task)

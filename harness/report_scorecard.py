@@ -13,8 +13,8 @@ import math
 import pandas as pd
 
 from harness import paper
-from harness.report_tables import (E2E_METRICS, GLUE_TASKS, WIKISQL_METRICS, fmt_num, fmt_params, scale_of,
-                                   sort_configs)
+from harness.report_tables import (E2E_METRICS, WIKISQL_METRICS, fmt_num, fmt_params, scale_of, sort_configs,
+                                   task_order)
 
 COLUMNS = ["task", "metric", "model", "method", "variant", "n", "stat", "ours", "paper_table", "paper_model",
            "paper_method", "paper_params", "paper", "paper_std", "diff", "comparable", "why"]
@@ -93,10 +93,10 @@ def scorecard(agg):
                          "train_samples": cell["train_samples"], "variant_size": cell["variant_size"]})
     frame = pd.DataFrame(rows, columns=COLUMNS + ["train_samples", "variant_size"])
     # Tasks in Table 2's order, then E2E and WikiSQL; their metrics in the paper's column order.
-    frame = frame.assign(_t=frame["task"].map(lambda t: GLUE_TASKS.index(t) if t in GLUE_TASKS else len(GLUE_TASKS)),
+    frame = frame.assign(_t=frame["task"].map(task_order),
                          _k=frame["metric"].map(lambda m: METRIC_ORDER.index(m) if m in METRIC_ORDER else -1))
     frame = sort_configs(frame, ["paper_table", "paper_model"])
-    frame = frame.sort_values(["_t", "task", "_k", "metric"], kind="mergesort")
+    frame = frame.sort_values(["_t", "_k", "metric"], kind="mergesort")
     return frame.drop(columns=["_t", "_k", "train_samples", "variant_size"]).reset_index(drop=True)
 
 

@@ -51,6 +51,11 @@ def fmt_num(value, digits):
     return f"{round(value, digits) + 0.0:.{digits}f}"
 
 
+def task_order(task):
+    """Table 2's task order (MNLI … STS-B), then the other tasks alphabetically."""
+    return (GLUE_TASKS.index(task) if task in GLUE_TASKS else len(GLUE_TASKS), task)
+
+
 def method_order(method):
     return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
@@ -116,7 +121,7 @@ def table_specs(agg):
     specs = []
     glue = agg[agg["task_family"] == "glue"]
     if not glue.empty:
-        tasks = sorted(set(glue["task"]), key=lambda t: (GLUE_TASKS.index(t) if t in GLUE_TASKS else 99, t))
+        tasks = sorted(set(glue["task"]), key=task_order)
         columns = [(TASK_LABELS.get(t, t), t, _headline_of(glue, t)) for t in tasks]
         specs.append(dict(name="table2_glue", title="Table 2: GLUE (dev)", family="glue", columns=columns, avg=True))
     for family, name, title, metrics in (("e2e", "table3_e2e", "Table 3: E2E NLG", E2E_METRICS),

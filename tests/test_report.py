@@ -7,7 +7,7 @@ import pytest
 
 from harness import report, report_tables as rt
 
-HEADLINE = {"sst2": "accuracy", "cola": "matthews_corr", "stsb": "pearson", "e2e": "bleu",
+HEADLINE = {"sst2": "accuracy", "rte": "accuracy", "cola": "matthews_corr", "stsb": "pearson", "e2e": "bleu",
             "wikisql": "logical_form_acc"}
 FAMILY = {"e2e": "e2e", "wikisql": "wikisql"}
 
@@ -140,6 +140,9 @@ def test_latex_and_html(built):
     assert r"\textbf{55.0}\scriptsize{±5.0}" in tex and r"\# Params" in tex
     html = (built[0] / "out" / "table2_glue.html").read_text()
     assert "<b>88.0</b><small>±1.0</small>" in html and "<th>STS-B</th>" in html
+    index = (built[0] / "out" / "index.html").read_text()
+    assert index.startswith("<!DOCTYPE html>") and "<h2>Runs not in the tables</h2>" in index
+    assert "<h2>Reproduction scorecard</h2>" in index and "<h2>Unreadable records</h2>" in index
 
 
 def test_csv_holds_unrounded_numbers(built):
@@ -225,3 +228,19 @@ def test_glob_and_missing_inputs(built, tmp_path, capsys):
     assert len(files) == 10 and unmatched == [str(tmp_path / "nope")]
     assert report.main([str(tmp_path / "nope"), "--out", str(tmp_path / "o")]) == 2
     assert "no run.json found" in capsys.readouterr().err
+
+
+def test_repeated_config_counts_once_and_early_failure_is_listed():
+    """A config re-run to completion (same run_id) keeps only its latest record; a run that failed before any metric
+    (params and metrics still null, as harness-run writes it) is listed with its error."""
+    old = make_record("minilm", "sst2", "lora", 0, 0.80, r=8, targets=["q", "v"])
+    new = dict(make_record("minilm", "sst2", "lora", 0, 0.90, r=8, targets=["q", "v"]), finished_at="2024-02-01")
+    other = make_record("minilm", "sst2", "lora", 1, 0.70, r=8, targets=["q", "v"])
+    early = dict(make_record("minilm", "rte", "lora", 0, 0.0, r=8, targets=["q", "v"]), status="failed",
+                 params=None, metrics=None, error={"type": "DataError", "message": "glue/RTE/train.tsv: not found"})
+    runs = report.records_to_frame([dict(r, _source=f"r{i}/run.json") for i, r in enumerate((old, new, other, early))])
+    cell = cell_of(rt.aggregate(runs), "minilm", "lora", "sst2")
+    assert (cell["n"], cell["median"]) == (2, pytest.approx(0.80))          # median of 0.90 and 0.70
+    left = rt.not_in_tables(runs)
+    assert left["status"].tolist() == ["completed, repeat of a later run", "failed"]
+    assert left["error"].tolist()[1] == "glue/RTE/train.tsv: not found"

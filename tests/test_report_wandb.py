@@ -21,6 +21,12 @@ class FakeRun:
         self.name, self.config, self.summary, self.state = name, config, FakeSummary(summary), state
         self.group, self.job_type, self.tags = group, "train", ["test"]
 
+    def scan_history(self, keys):
+        """Rows as the harness logs them: eval/<metric> with the epoch; only rows holding every key in `keys`."""
+        best = self.summary._data.get("best/accuracy")
+        rows = [{"epoch": e, "eval/accuracy": best - 0.01 * (3 - e)} for e in (1, 2, 3)] if best else []
+        return [row for row in rows if all(k in row for k in keys)]
+
 
 def config(task, method, seed, r=None):
     method_cfg = {"name": method, "budget": None, **({"r": r, "targets": ["q", "v"]} if r else {})}
@@ -75,6 +81,8 @@ def test_conversion_gives_the_run_json_shape():
     nested = report.wandb_run_to_record(RECORDED[2], "ent/proj")
     assert nested["metrics"]["best"] == {"accuracy": 0.953, "loss": 0.2}
     assert report.wandb_run_to_record(RECORDED[3], "ent/proj")["status"] == "failed"
+    assert [row["epoch"] for row in record["metrics"]["per_epoch"]] == [1, 2, 3]
+    assert record["metrics"]["per_epoch"][0]["accuracy"] == pytest.approx(0.931)
 
 
 def test_cli_reads_wandb(fake_api, tmp_path):
@@ -86,5 +94,6 @@ def test_cli_reads_wandb(fake_api, tmp_path):
     assert "**95.1** ±0.2" in index
     assert "| failed | roberta-base | sst2 | lora | r=8 {q,v} | 3 |" in index
     assert "wandb:ent/proj/sweep-controller | not a harness run: missing model, task, method" in index
+    assert (tmp_path / "plots" / "learning_curves_sst2.png").stat().st_size > 1000
     card = pd.read_csv(tmp_path / "scorecard.csv", keep_default_na=False)
     assert card.loc[card.paper_model == "RoB-base", "comparable"].tolist() == ["yes"]
