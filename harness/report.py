@@ -26,8 +26,10 @@ from harness import report_plots, report_scorecard, report_tables as rt
 
 FORMATS = ("md", "tex", "csv", "html")
 REQUIRED = ("status", "model", "task", "method")
-# The config key that tells two runs of one method apart, first match wins (LoRA / adapters: r; prefixes: length).
-SIZE_KEYS = ("r", "bottleneck", "prefix_len", "num_virtual_tokens", "l_p", "top_k")
+# The config key that sizes a method, first match wins (LoRA and adapters: r; prefixes: l_p; FT^Top2: top).
+SIZE_KEYS = ("r", "l_p", "top")
+# Trainer settings that change a run's score; a sweep over one of them must not be pooled across seeds.
+TRAINER_KEYS = ("lr", "epochs", "max_steps", "batch_size", "max_seq_len", "weight_decay", "warmup_ratio")
 TARGET_ORDER = ("q", "k", "v", "o", "mlp")
 # W&B run states → our statuses, used only when the harness's own `status` is missing from the summary.
 WANDB_STATES = {"finished": "completed", "crashed": "failed", "failed": "failed", "killed": "failed",
@@ -75,24 +77,41 @@ def flatten(tree, prefix="", sep="."):
 
 
 def variant_of(method_cfg):
-    """(label, size, targets) for a method config: ('r=8 {q,v}', 8.0, 'q,v'); ('', nan, '') for full_ft."""
-    parts, size = [], float("nan")
-    for key in ("budget",) + SIZE_KEYS:
-        value = method_cfg.get(key)
-        if value is not None:
-            parts.append(f"{key}={value}")
-            try:
-                size = float(value)
-            except (TypeError, ValueError):
-                pass
-            if key != "budget":
-                break
+    """(label, size, targets) for a method config: ('r=8 {q,v}', 8.0, 'q,v'); ('', nan, '') for full_ft. With
+    `budget` set the method picks its own size at run time (the config's r / l_p is then the yaml default, not what
+    ran), so the label is the budget and the real count is in params.trainable_no_head."""
+    budget = method_cfg.get("budget")
+    key = "budget" if budget is not None else next((k for k in SIZE_KEYS if method_cfg.get(k) is not None), None)
+    parts, size = ([f"{key}={method_cfg[key]}"], _number(method_cfg[key])) if key else ([], float("nan"))
     targets = method_cfg.get("targets") or []
     targets = [targets] if isinstance(targets, str) else list(targets)
     order = sorted(map(str, targets), key=lambda t: (TARGET_ORDER.index(t) if t in TARGET_ORDER else 99, t))
     if order:
         parts.append("{" + ",".join(order) + "}")
     return " ".join(parts), size, ",".join(order)
+
+
+def _number(value):
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def add_varying_settings(frame):
+    """Settings that differ between completed runs of one method (an alpha or learning-rate sweep) join its variant
+    label, so that such runs form separate rows instead of being pooled as if they were seeds."""
+    done = frame[frame["status"] == "completed"]
+    shown = {"config.method." + k for k in ("name", "budget", "targets") + SIZE_KEYS}
+    candidates = sorted(c for c in frame.columns if c.startswith("config.method.") and c not in shown)
+    candidates += [f"config.trainer.{k}" for k in TRAINER_KEYS if f"config.trainer.{k}" in frame]
+    for method, group in done.groupby("method"):
+        varying = [c for c in candidates if group[c].map(lambda v: json.dumps(v, default=str)).nunique() > 1]
+        rows = frame["method"] == method
+        for column in varying:
+            extra = [f"{column.rsplit('.', 1)[1]}={v}" for v in frame.loc[rows, column]]
+            frame.loc[rows, "variant"] = [f"{v} {e}".strip() for v, e in zip(frame.loc[rows, "variant"], extra)]
+    return frame
 
 
 def _subset(value):
@@ -124,6 +143,7 @@ def records_to_frame(records):
             frame[column] = None
     if frame.empty:
         return frame
+    frame = add_varying_settings(frame)
     return frame.sort_values(["model", "task", "method", "variant", "seed", "source"]).reset_index(drop=True)
 
 
@@ -231,7 +251,7 @@ def write_report(runs, problems, unmatched, out, formats=FORMATS):
     _write(out / "aggregate.csv", _csv(agg.drop(columns=["variant_size"], errors="ignore")))
     _write(out / "runs.csv", runs_csv(runs))
     plots, skipped = report_plots.make_plots(runs, out / "plots") if not runs.empty else ([], ["no runs"])
-    sections = _sections(runs, tables, problems, unmatched)
+    sections = rt.side_sections(runs, tables, problems + [(p, "matched no file") for p in unmatched])
     index = _index(runs, tables, score, sections, plots, skipped)
     _write(out / "README.md", index)
     if "html" in formats:
@@ -239,26 +259,6 @@ def write_report(runs, problems, unmatched, out, formats=FORMATS):
         _write(out / "index.html", "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Report</title></head>"
                                    f"<body>\n{body}</body></html>\n")
     return index
-
-
-def _sections(runs, tables, problems, unmatched):
-    """The lists that keep the tables honest: runs left out and why, flagged runs, unreadable records."""
-    sections = []
-    if not runs.empty:
-        left = rt.not_in_tables(runs)
-        sections.append(rt.frame_table(left, "Runs not in the tables", "not_in_tables",
-                                       [] if len(left) else ["None: every record is a completed run."]))
-        flagged = rt.completed_runs(runs)
-        flagged = flagged[flagged["flags"] != ""][["model", "task", "method", "variant", "seed", "flags", "output_dir"]]
-        if len(flagged):
-            sections.append(rt.frame_table(flagged, "Flagged runs (in the tables, marked !)", "flagged"))
-    missing = pd.DataFrame([(t["title"], m) for t in tables for m in t["missing"]], columns=["table", "missing"])
-    if len(missing):
-        sections.append(rt.frame_table(missing, "Missing cells", "missing"))
-    bad = pd.DataFrame(problems + [(p, "matched no file") for p in unmatched], columns=["path", "problem"])
-    if len(bad):
-        sections.append(rt.frame_table(bad.sort_values("path"), "Unreadable records", "unreadable"))
-    return sections
 
 
 def _index(runs, tables, score, sections, plots, skipped):

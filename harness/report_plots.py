@@ -13,6 +13,7 @@ import math
 from statistics import median
 
 import matplotlib.style
+import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
@@ -63,16 +64,21 @@ def _ylabel(sub):
 
 
 def rank_sweep(sub, task):
-    lora = sub[sub["method"].str.startswith("lora") & sub["variant_size"].notna() & (sub["targets"] != "")]
-    lines = {k: g for k, g in lora.groupby(["model", "method", "targets"]) if g["variant_size"].nunique() >= 2}
+    # x is config.method.r, so budget-sized runs (whose config r is only the yaml default) are left out; a line is one
+    # (model, method, variant less its r), i.e. one target set, plus any other setting that varies (alpha …).
+    rank = sub.get("config.method.r", pd.Series(math.nan, index=sub.index))
+    budget = sub.get("config.method.budget", pd.Series(None, index=sub.index, dtype=object))
+    lora = sub[sub["method"].str.startswith("lora") & rank.notna() & budget.isna() & (sub["targets"] != "")]
+    lora = lora.assign(rank=rank[lora.index].astype(float), line=lora["variant"].str.replace(r"^r=\S+\s*", "", regex=True))
+    lines = {k: g for k, g in lora.groupby(["model", "method", "line"]) if g["rank"].nunique() >= 2}
     if not lines:
-        return None, "needs LoRA runs with config.method.targets at two or more ranks r"
+        return None, "needs LoRA runs (no method.budget) with config.method.targets at two or more ranks r"
     fig, ax = _figure(f"Rank sweep: {TASK_LABELS.get(task, task)}", "LoRA rank r (log2 scale)", _ylabel(sub))
-    shown = [len({k[i] for k in lines}) > 1 for i in range(3)]
-    for (model, method, targets), group in sorted(lines.items()):
-        points = group.groupby("variant_size")["score"].apply(list).to_dict()
-        _band(ax, points, _label([model, _method_label(method), "{" + targets + "}"], shown[:2] + [True]))
-    ranks = sorted(set(lora["variant_size"]))
+    shown = [len({k[i] for k in lines}) > 1 for i in range(2)]
+    for (model, method, line), group in sorted(lines.items()):
+        points = group.groupby("rank")["score"].apply(list).to_dict()
+        _band(ax, points, _label([model, _method_label(method), line], shown + [True]))
+    ranks = sorted(set(lora["rank"]))
     ax.set_xscale("log", base=2)
     ax.set_xticks(ranks, [f"{r:g}" for r in ranks])
     ax.legend(title="adapted weights")

@@ -38,11 +38,12 @@ def scale_of(metric):
 
 
 def fmt_params(n):
-    """The paper's parameter counts: 0.3M, 22.7M, 25.7K (counts from 100K up are written in millions, as it does)."""
+    """The paper's parameter counts: 0.3M, 22.7M, 25.7K (from 100K up in millions, as it does); a second decimal
+    where one would be more than 10% off (0.35M, not 0.3M)."""
     if n is None or (isinstance(n, float) and math.isnan(n)):
         return "–"
     if n >= 1e5:
-        return f"{n / 1e6:.1f}M"
+        return f"{n / 1e6:.{1 if abs(round(n / 1e6, 1) * 1e6 - n) <= 0.1 * n else 2}f}M"
     return f"{n / 1e3:.1f}K" if n >= 1e3 else str(int(n))
 
 
@@ -230,6 +231,27 @@ def frame_table(frame, title, name, notes=()):
     rows = [[cell("" if pd.isna(v) else v) for v in record] for record in frame.itertuples(index=False)]
     return {"name": name, "title": title, "header": [str(c) for c in frame.columns], "rows": rows,
             "notes": list(notes), "missing": []}
+
+
+def side_sections(runs, tables, problems):
+    """The lists that keep the tables honest: runs left out and why, flagged runs, missing cells, unreadable records
+    (`problems`: (path, what is wrong) pairs)."""
+    sections = []
+    if not runs.empty:
+        left = not_in_tables(runs)
+        sections.append(frame_table(left, "Runs not in the tables", "not_in_tables",
+                                    [] if len(left) else ["None: every record is a completed run."]))
+        flagged = completed_runs(runs)
+        flagged = flagged[flagged["flags"] != ""][["model", "task", "method", "variant", "seed", "flags", "output_dir"]]
+        if len(flagged):
+            sections.append(frame_table(flagged, "Flagged runs (in the tables, marked !)", "flagged"))
+    missing = pd.DataFrame([(t["title"], m) for t in tables for m in t["missing"]], columns=["table", "missing"])
+    if len(missing):
+        sections.append(frame_table(missing, "Missing cells", "missing"))
+    bad = pd.DataFrame(problems, columns=["path", "problem"])
+    if len(bad):
+        sections.append(frame_table(bad.sort_values("path"), "Unreadable records", "unreadable"))
+    return sections
 
 
 # --- renderers: one small function per format; the cell markup is the only thing that differs ---------------------

@@ -155,6 +155,7 @@ def test_csv_holds_unrounded_numbers(built):
 def test_e2e_and_wikisql_tables(built):
     e2e = (built[0] / "out" / "table3_e2e.md").read_text()
     assert "| Model | Method | Size | # Params | BLEU | NIST | METEOR | ROUGE-L | CIDEr |" in e2e
+    assert "| gpt2-medium | LoRA | r=4 {q,v} | 0.35M |" in e2e                 # 2 decimals: 0.3M would be 14% off
     assert "**70.5** ±0.7 | **8.85** ±0.07 | **46.5** ±0.7 | **71.5** ±0.7 | **2.55** ±0.07 |" in e2e
     wikisql = (built[0] / "out" / "wikisql.md").read_text()
     assert "| **70.0** | **75.0** |" in wikisql
@@ -204,7 +205,7 @@ def test_plots_written(built):
         assert (plots / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (plots / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
     index = (built[0] / "out" / "README.md").read_text()
-    assert "skipped: rank sweep for SST-2: needs LoRA runs" in index       # only r=8 in this data set
+    assert "skipped: rank sweep for SST-2: needs LoRA runs (no method.budget)" in index       # only r=8 in this data set
 
 
 def test_rank_sweep_plot(tmp_path):
@@ -244,3 +245,22 @@ def test_repeated_config_counts_once_and_early_failure_is_listed():
     left = rt.not_in_tables(runs)
     assert left["status"].tolist() == ["completed, repeat of a later run", "failed"]
     assert left["error"].tolist()[1] == "glue/RTE/train.tsv: not found"
+
+
+def test_variant_labels_budget_and_swept_settings():
+    """With method.budget the method sizes itself at run time, so the label is the budget, not the yaml's r; a
+    setting swept between runs of one method (alpha here) splits rows instead of being pooled as seeds."""
+    assert report.variant_of({"name": "lora", "budget": 36864, "r": 8, "targets": ["v", "q"]})[:2] == (
+        "budget=36864 {q,v}", 36864.0)
+    assert report.variant_of({"name": "prefix_layer", "budget": None, "l_p": 16, "l_i": 0}) == ("l_p=16", 16.0, "")
+    assert report.variant_of({"name": "full_ft", "lr": 1e-4})[0] == ""
+    records = []
+    for alpha, values in ((8, (0.80, 0.82)), (16, (0.90, 0.92))):
+        for seed, value in enumerate(values):
+            record = make_record("minilm", "sst2", "lora", seed, value, r=8, targets=["q", "v"])
+            record["config"]["method"]["alpha"] = alpha
+            records.append(dict(record, run_id=f"a{alpha}s{seed}", _source=f"a{alpha}s{seed}/run.json"))
+    runs = report.records_to_frame(records)
+    agg = rt.aggregate(runs)
+    assert dict(zip(agg["variant"], agg["median"])) == {"r=8 {q,v} alpha=8": pytest.approx(0.81),
+                                                       "r=8 {q,v} alpha=16": pytest.approx(0.91)}
