@@ -75,7 +75,7 @@ def rank_sweep(sub, task):
         return None, "needs LoRA runs (no method.budget) with config.method.targets at two or more ranks r"
     fig, ax = _figure(f"Rank sweep: {TASK_LABELS.get(task, task)}", "LoRA rank r (log2 scale)", _ylabel(sub))
     shown = [len({k[i] for k in lines}) > 1 for i in range(2)]
-    for (model, method, line), group in sorted(lines.items()):
+    for (model, method, line), group in sorted(lines.items(), key=lambda kv: (kv[0][:2], kv[0][2].count(","), kv[0])):
         points = group.groupby("rank")["score"].apply(list).to_dict()
         _band(ax, points, _label([model, _method_label(method), line], shown + [True]))
     ranks = sorted(set(lora["rank"]))

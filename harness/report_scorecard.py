@@ -90,14 +90,15 @@ def scorecard(agg):
                          "paper_method": entry["method"] + "".join(entry["notes"]), "paper_params": entry["params"],
                          "paper": entry["value"], "paper_std": entry["std"], "diff": round(ours - entry["value"], 6),
                          "comparable": "no" if reasons else "yes", "why": "; ".join(reasons + caveats),
-                         "train_samples": cell["train_samples"], "variant_size": cell["variant_size"]})
-    frame = pd.DataFrame(rows, columns=COLUMNS + ["train_samples", "variant_size"])
+                         "train_samples": cell["train_samples"], "variant_size": cell["variant_size"],
+                         "targets": cell["targets"]})
+    frame = pd.DataFrame(rows, columns=COLUMNS + ["train_samples", "variant_size", "targets"])
     # Tasks in Table 2's order, then E2E and WikiSQL; their metrics in the paper's column order.
     frame = frame.assign(_t=frame["task"].map(task_order),
                          _k=frame["metric"].map(lambda m: METRIC_ORDER.index(m) if m in METRIC_ORDER else -1))
     frame = sort_configs(frame, ["paper_table", "paper_model"])
     frame = frame.sort_values(["_t", "_k", "metric"], kind="mergesort")
-    return frame.drop(columns=["_t", "_k", "train_samples", "variant_size"]).reset_index(drop=True)
+    return frame.drop(columns=["_t", "_k", "train_samples", "variant_size", "targets"]).reset_index(drop=True)
 
 
 def display(card):

@@ -110,11 +110,13 @@ def aggregate(runs):
 
 
 def sort_configs(frame, extra=()):
-    """Rows in the paper's order: model, method (FT … LoRA), size ascending, then `extra`."""
-    order = frame["method"].map(method_order)
-    frame = frame.assign(_m=order).sort_values(["model", "_m", "variant_size", "variant", "train_samples", *extra],
-                                               na_position="first", kind="mergesort")
-    return frame.drop(columns="_m").reset_index(drop=True)
+    """Rows in the paper's order: model, method (FT … LoRA), size ascending, fewer adapted weights first ({q} before
+    {q,v}), then `extra`."""
+    frame = frame.assign(_m=frame["method"].map(method_order),
+                         _n=frame["targets"].map(lambda t: len(t.split(",")) if t else 0))
+    frame = frame.sort_values(["model", "_m", "variant_size", "_n", "variant", "train_samples", *extra],
+                              na_position="first", kind="mergesort")
+    return frame.drop(columns=["_m", "_n"]).reset_index(drop=True)
 
 
 def table_specs(agg):

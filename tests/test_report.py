@@ -221,6 +221,9 @@ def test_rank_sweep_plot(tmp_path):
     assert (tmp_path / "out" / "plots" / "rank_sweep_sst2.png").stat().st_size > 1000
     assert (tmp_path / "out" / "plots" / "rank_sweep_sst2.pdf").stat().st_size > 1000
     assert not (tmp_path / "out" / "table2_glue.tex").exists()
+    rows = [line.split("|")[3].strip() for line in (tmp_path / "out" / "table2_glue.md").read_text().splitlines()
+            if line.startswith("| minilm")]
+    assert rows == ["r=1 {q}", "r=1 {q,v}", "r=2 {q}", "r=2 {q,v}", "r=8 {q}", "r=8 {q,v}"]
 
 
 def test_glob_and_missing_inputs(built, tmp_path, capsys):
