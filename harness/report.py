@@ -246,7 +246,7 @@ def write_report(runs, problems, unmatched, out, formats=FORMATS):
                            ["ours and paper on the paper's scale (×100 except NIST, CIDEr); diff = ours − paper.",
                             "comparable: yes only when model, data size, evaluation set and budget match; why lists "
                             "every difference, including caveats that do not disqualify."])
-    score["csv"] = card
+    score["csv"], score["tex_columns"] = card, "lllllrlrrlllrrrlp{6cm}"  # `why` wraps
     write_tables(tables + [score], out, formats)
     _write(out / "aggregate.csv", _csv(agg.drop(columns=["variant_size"], errors="ignore")))
     _write(out / "runs.csv", runs_csv(runs))

@@ -290,7 +290,8 @@ def to_markdown(table, level=3):
 def to_latex(table):
     ncols = len(table["header"])
     lines = [f"% {table['title']}"] + [f"% {n}" for n in table["notes"]]
-    lines += [r"\begin{tabular}{" + "l" * min(ncols, 3) + "r" * max(ncols - 3, 0) + "}", r"\toprule"]
+    columns = table.get("tex_columns") or "l" * min(ncols, 3) + "r" * max(ncols - 3, 0)
+    lines += [r"\begin{tabular}{" + columns + "}", r"\toprule"]
     lines.append(" & ".join(_tex_escape(h) for h in table["header"]) + r" \\")
     lines.append(r"\midrule")
     lines += [" & ".join(render_cell(c, "tex") for c in row) + r" \\" for row in table["rows"]]

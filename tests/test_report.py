@@ -138,6 +138,8 @@ def test_latex_and_html(built):
     tex = (built[0] / "out" / "table2_glue.tex").read_text()
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
     assert r"\textbf{55.0}\scriptsize{±5.0}" in tex and r"\# Params" in tex
+    card = (built[0] / "out" / "scorecard.tex").read_text()
+    assert r"\begin{tabular}{lllllrlrrlllrrrlp{6cm}}" in card and r"full\_ft" in card and r"\bottomrule" in card
     html = (built[0] / "out" / "table2_glue.html").read_text()
     assert "<b>88.0</b><small>±1.0</small>" in html and "<th>STS-B</th>" in html
     index = (built[0] / "out" / "index.html").read_text()
