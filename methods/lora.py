@@ -219,7 +219,7 @@ def _save(model, cfg, info, folder):
     lora_io.save_adapter(model, cfg, info, folder)
 
 
-@register("lora", Config, eval_context=merged, save=_save)
+@register("lora", Config, eval_context=merged, save=_save, size_param="r", count=count)
 def apply(model, cfg: Config, info):
     inject(model, cfg, info)
     return model

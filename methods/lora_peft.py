@@ -4,7 +4,7 @@ from __future__ import annotations
 import contextlib
 
 from methods import register
-from methods.lora import Config, plan
+from methods.lora import Config, count, plan
 
 
 @contextlib.contextmanager
@@ -19,7 +19,7 @@ def _merged(model, cfg: Config):
         model.unmerge_adapter()
 
 
-@register("lora_peft", Config, eval_context=_merged)
+@register("lora_peft", Config, eval_context=_merged, size_param="r", count=count)
 def apply(model, cfg: Config, info):
     from peft import LoraConfig, get_peft_model
 

@@ -243,3 +243,14 @@ def test_lora_peft_end_to_end_same_count(tiny_overrides, tmp_path):
 
 def test_registered():
     assert {"lora", "lora_peft"} <= set(methods.names())
+
+
+@pytest.mark.parametrize("targets,r", [(["q"], 8), (["q", "v"], 4), (["q", "k", "v", "o"], 2)])
+def test_budget_knob_spreads_one_budget_over_weight_types(targets, r):
+    """The paper's Table 5 design: the budget of Wq at r=8 (2·6·384·8 = 36,864 on MiniLM) over other target sets."""
+    method, cfg = methods.build({"name": "lora", "targets": targets, "budget": 36864})
+    model = _meta_encoder(384, 6, 12, 1536)
+    info = ModelInfo("x", "bert", ENCODER_TYPES, r"\.layer\.(\d+)\.", 6, 384, ["classifier", "bert.pooler"])
+    method.apply(model, cfg, info)
+    assert cfg.r == r
+    assert sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n) == 36864
