@@ -25,7 +25,12 @@ class Pipeline:
     loss_fn: Callable | None = None                # (model, batch) → loss; None: the model's own `.loss`
     provenance: dict = field(default_factory=dict)
     tokenizer: object = None
-    after_run: Callable | None = None              # (model, output_dir, record) → None: e.g. save generations
+    # (model, output_dir, record, tracker) → None, after training, in the method's evaluation context: may complete
+    # record["metrics"] (a generation task decodes once here) and save outputs beside run.json.
+    after_run: Callable | None = None
+    # The per-epoch metric the best epoch is selected on when not the task's headline (a generation task that decodes
+    # only after training selects nothing: its per-epoch evaluation is a cheap teacher-forced one).
+    select_on: str | None = None
 
 
 def build(task: dict, model_cfg: dict, tcfg) -> Pipeline:
