@@ -28,12 +28,19 @@ class ModelInfo:
     head: list[str] = field(default_factory=list)
     # Fused projections: module-name regex → the weight types stacked in its output, in order (GPT-2 `c_attn`: q, k, v).
     fused: dict[str, list[str]] = field(default_factory=dict)
+    # Named sub-modules that adapters and prefix methods insert at (module-name regexes, like weight types, and usable
+    # as `find` targets): attn_out / ffn_out (the attention and feed-forward output projections), ffn_block (the whole
+    # feed-forward block), norms (the LayerNorms of each layer).
+    modules: dict[str, str] = field(default_factory=dict)
+    # Leading tokens that stay before a prefix: 1 where the classifier reads the first token ([CLS], <s>), else 0.
+    prefix_after: int = 0
 
     @classmethod
     def from_cfg(cls, mcfg: dict) -> "ModelInfo":
         return cls(mcfg["name"], mcfg["arch"], dict(mcfg["weight_types"]), mcfg["layer_pattern"],
                    int(mcfg["num_layers"]), int(mcfg["d_model"]), list(mcfg.get("head") or []),
-                   {k: list(v) for k, v in (mcfg.get("fused") or {}).items()})
+                   {k: list(v) for k, v in (mcfg.get("fused") or {}).items()},
+                   dict(mcfg.get("modules") or {}), int(mcfg.get("prefix_after") or 0))
 
     def fused_parts(self, module_name: str) -> list[str] | None:
         for pattern, parts in self.fused.items():
@@ -54,8 +61,9 @@ class ModelInfo:
         restricted to layer indices; matching nothing is an error (a silent no-op would train only the head)."""
         patterns = []
         for target in targets:
-            if target in self.weight_types:
-                patterns.append(re.compile(f"(^|\\.)({self.weight_types[target]})$"))
+            if target in self.weight_types or target in self.modules:
+                regex = self.weight_types.get(target) or self.modules[target]
+                patterns.append(re.compile(f"(^|\\.)({regex})$"))
             else:
                 patterns.append(re.compile(f"(^|\\.){re.escape(target)}$|^(?:{target})$"))
         names = []

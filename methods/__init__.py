@@ -11,12 +11,22 @@
 Optional hooks on the returned `Method` (set with keyword arguments of `register`): `eval_context(model, cfg)` (a context
 manager around evaluation, e.g. LoRA's merge) and `save(model, cfg, info, folder)` (the method's artifact).
 The runner freezes nothing itself: `apply` decides what trains; the runner then always trains the task head.
+
+Budget knob, `method.budget=<params>`: sizes a method to a trainable-parameter budget counted without the task head (the
+paper's count), so methods compare at equal budgets. A method opts in with two more `register` keywords:
+`size_param="r"` (an int field of its Config: LoRA's rank, an adapter's bottleneck, a prefix's length) and, optionally,
+`count=fn` with `fn(cfg, info, model) -> int` (the parameters `apply(model, cfg, info)` would make trainable, outside the
+head, without changing `model`; a closed formula is best). Without `count` the knob applies the method to a copy of the
+model and counts. At `apply` time the size value whose count is nearest the budget (ties: the smaller) is written into
+the config in place, so `eval_context` and `save` see it too, and logged; the budget overrides the yaml's size value.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import importlib
+import logging
 import pkgutil
 from dataclasses import dataclass
 from typing import Callable
@@ -24,7 +34,8 @@ from typing import Callable
 from harness.errors import ConfigError, unknown_choice
 
 # Keys every method yaml may carry that are not the method's own hyper-parameters.
-COMMON_KEYS = {"name", "lr"}
+COMMON_KEYS = {"name", "lr", "budget"}
+log = logging.getLogger("harness")
 
 
 @dataclass
@@ -34,6 +45,8 @@ class Method:
     apply: Callable
     eval_context: Callable | None = None
     save: Callable | None = None
+    size_param: str | None = None
+    count: Callable | None = None
 
     def evaluating(self, model, cfg):
         return self.eval_context(model, cfg) if self.eval_context else contextlib.nullcontext()
@@ -43,6 +56,10 @@ REGISTRY: dict[str, Method] = {}
 
 
 def register(name: str, config_cls: type, **hooks):
+    size_param = hooks.get("size_param")
+    if size_param and size_param not in {f.name for f in dataclasses.fields(config_cls)}:
+        raise TypeError(f"method {name}: size_param={size_param!r} is not a field of {config_cls.__name__}")
+
     def decorator(apply):
         REGISTRY[name] = Method(name, config_cls, apply, **hooks)
         return apply
@@ -63,9 +80,57 @@ def build(method_cfg: dict) -> tuple[Method, object]:
     if unknown:
         raise ConfigError(f"method.{unknown[0]} is not a {name} setting; valid keys: {', '.join(sorted(known | COMMON_KEYS))}")
     try:
-        return method, method.config_cls(**values)
+        cfg = method.config_cls(**values)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"method ({name}): {exc}") from None
+    budget = method_cfg.get("budget")
+    if budget is not None:
+        if not method.size_param:
+            sized = sorted(n for n, m in REGISTRY.items() if m.size_param)
+            raise ConfigError(f"method.budget needs a method with a size parameter; {name} has none "
+                              f"(methods with one: {', '.join(sized)})")
+        if isinstance(budget, float) and budget.is_integer():
+            budget = int(budget)   # `method.budget=3e5`
+        if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
+            raise ConfigError(f"method.budget must be a positive integer (parameters), got {budget!r}")
+        method = dataclasses.replace(method, apply=_sized_apply(method, budget))
+    return method, cfg
+
+
+def _sized_apply(method: Method, budget: int) -> Callable:
+    def apply(model, cfg, info):
+        size = fit_budget(method, cfg, info, model, budget)
+        setattr(cfg, method.size_param, size)
+        log.info("method.budget=%d: %s=%d (%d trainable parameters without the head)", budget, method.size_param,
+                 size, count_params(method, cfg, info, model))
+        return method.apply(model, cfg, info)
+
+    return apply
+
+
+def count_params(method: Method, cfg, info, model) -> int:
+    """Trainable parameters outside the task head that `method` with `cfg` gives `model` (the model is not changed)."""
+    if method.count:
+        return int(method.count(cfg, info, model))
+    adapted = method.apply(copy.deepcopy(model), cfg, info)
+    return sum(p.numel() for n, p in adapted.named_parameters() if p.requires_grad and not info.is_head(n))
+
+
+def fit_budget(method: Method, cfg, info, model, budget: int, largest: int = 1 << 20) -> int:
+    """The size value (≥ 1) whose parameter count is nearest `budget`; counts grow with the size, so bisect."""
+    def at(size: int) -> int:
+        return count_params(method, dataclasses.replace(cfg, **{method.size_param: size}), info, model)
+
+    hi = 1
+    while at(hi) < budget and hi < largest:
+        hi *= 2
+    lo = hi // 2 + 1 if hi > 1 else 1   # at(hi // 2) < budget here, or hi == 1
+    while lo < hi:                      # smallest size with count ≥ budget
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if at(mid) < budget else (lo, mid)
+    if hi > 1 and budget - at(hi - 1) <= at(hi) - budget:
+        return hi - 1
+    return hi
 
 
 def names() -> list[str]:
