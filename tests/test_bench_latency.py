@@ -1,0 +1,62 @@
+"""`harness-bench latency` on the tiny BERT: a tiny grid, a few trials; the JSON rows and the Table 1-style Markdown."""
+import json
+
+import pytest
+import torch
+
+import methods
+from harness.bench_latency import main_latency, measure, parse_grid
+from tests.methods_util import adapt, tiny_classifier
+
+
+def test_latency_rows_and_table(tmp_path):
+    out = tmp_path / "lat.json"
+    argv = ["--model", "tiny-bert", "--grid", "1x24,2x24", "--trials", "3", "--warmup", "1", "--threads", "1",
+            "--variants", "base,lora_merged,lora_unmerged,adapter_h,adapter_p,adapter_l,adapter_d,prefix_embed,prefix_layer",
+            "--out", str(out)]
+    assert main_latency(argv) == 0
+    data = json.loads(out.read_text())
+    rows, skipped = data["rows"], {s["variant"]: s["reason"] for s in data["meta"]["skipped"]}
+    # tiny-bert has 2 layers: AdapterD's default drop_lowest=2 leaves none, so it is skipped with the reason
+    assert "leaves no layer with an adapter" in skipped.pop("adapter_d")
+    if "lora" not in methods.names():
+        assert set(skipped) == {"lora_merged", "lora_unmerged"}
+    measured = {"base", "adapter_h", "adapter_p", "adapter_l", "prefix_embed", "prefix_layer"} | (
+        {"lora_merged", "lora_unmerged"} - set(skipped))
+    assert {(r["variant"], r["batch"], r["seq"]) for r in rows} == {(v, b, 24) for v in measured for b in (1, 2)}
+    for r in rows:
+        assert {"variant", "batch", "seq", "latency_ms_median", "overhead_pct", "prefix_positions", "params"} <= set(r)
+        assert r["latency_ms_median"] > 0 and r["trials"] == 3
+        assert r["prefix_positions"] == (16 if r["variant"].startswith("prefix") else 0)   # the yamls' l_p
+        if r["variant"] == "base":
+            assert r["overhead_pct"] == 0.0 and r["params"] == 0
+    assert next(r for r in rows if r["variant"] == "adapter_p")["params"] == 2 * (2 * 32 * 16 + 16 + 32)
+    table = out.with_suffix(".md").read_text()
+    assert "| Batch size | 1 | 2 |" in table and "| Sequence length | 24 | 24 |" in table
+    assert "AdapterH (|Θ| = " in table and "16 prefix positions" in table
+    assert "harness-bench latency --model tiny-bert" in table and "Skipped: adapter_d" in table
+
+
+def test_prefix_variants_keep_the_total_sequence_length():
+    base, info = tiny_classifier()
+    prefixed, _ = adapt("prefix_layer", tiny_classifier()[0], info, l_p=5, l_i=1)
+    seen = []
+    prefixed.bert.embeddings.register_forward_hook(lambda module, args, output: seen.append(output.shape[1]))
+    times = measure({"base": base.eval(), "prefix_layer": prefixed.eval()}, 2, 20, trials=2, warmup=0, device=torch.device("cpu"))
+    assert [len(t) for t in times.values()] == [2, 2]
+    assert seen == [20, 20]   # 14 text tokens + 6 prefix positions
+
+
+@pytest.mark.parametrize("text", ["8x", "0x128", "ax1"])
+def test_bad_grid_is_a_clear_error(text):
+    with pytest.raises(SystemExit, match="--grid"):
+        parse_grid(text)
+
+
+def test_the_bench_command_dispatches_here(tmp_path):
+    from harness.bench import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["latency", "--model", "tiny-bert", "--grid", "1x20", "--trials", "2", "--warmup", "0",
+              "--variants", "base,adapter_p", "--out", str(tmp_path / "x.json")])
+    assert exit_info.value.code == 0 and (tmp_path / "x.md").exists()
