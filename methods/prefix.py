@@ -114,21 +114,19 @@ class Prefix(nn.Module):
             kwargs["position_ids"] = grow(pos + index - torch.arange(T, device=pos.device), slots - offset[:, None] + first)
         labels = kwargs.get("labels")
         if labels is not None and labels.shape == (B, T):   # token labels (causal LM); sequence labels stay as they are
-            # Slots are no targets; nor is the first token, which nothing predicted before the prefix came before it.
+            # Slots are no targets; nor is the first real token: nothing predicts it without the prefix either.
             labels = labels.scatter(1, offset[:, None], -100)
             kwargs["labels"] = grow(labels, torch.full_like(slots, -100), fill=-100)
         self.slots = slots
         return (), kwargs
 
     def replace(self, layer: int, module, args, kwargs):
+        # The slots stay set after the forward: gradient checkpointing runs the layers again during backward.
         if self.slots is None:
             raise RuntimeError("a PreLayer model must be called as a whole (its layers read the slots it inserts)")
         if args:
             return (_put(self.layers[layer][None], self.slots, args[0]),) + tuple(args[1:]), kwargs
         return args, {**kwargs, "hidden_states": _put(self.layers[layer][None], self.slots, kwargs["hidden_states"])}
-
-    def done(self, model, args, kwargs, output):
-        self.slots = None
 
 
 def blocks(model: nn.Module, info) -> list[nn.Module]:
@@ -163,7 +161,6 @@ def attach(model: nn.Module, cfg: Config, info, per_layer: bool) -> Prefix:
     prefix = Prefix(cfg, info.prefix_after, None if per_layer else init, init if per_layer else None)
     model.add_module("prefix", prefix)
     model.register_forward_pre_hook(prefix.insert, with_kwargs=True)
-    model.register_forward_hook(prefix.done, with_kwargs=True)
     if per_layer:
         for i, block in enumerate(blocks(model, info)):
             block.register_forward_pre_hook(partial(prefix.replace, i), with_kwargs=True)

@@ -4,9 +4,11 @@ import copy
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import methods
 from harness.errors import ConfigError
+from harness.models import ModelInfo
 from harness.run import run
 from methods.adapters import Adapted
 from tests.conftest import compose_cfg
@@ -128,3 +130,24 @@ def test_tiny_roberta_adapters_start_at_the_base_model(batch):
     inputs = {k: v for k, v in batch.items() if k != "labels"}
     with torch.no_grad():
         assert torch.equal(model.eval()(**inputs).logits, base(**inputs).logits)
+
+
+@pytest.mark.parametrize("model_name", ["tiny-gpt2", "tiny-llama"])
+@pytest.mark.parametrize("name", VARIANTS)
+def test_decoders_start_at_the_base_model_and_count_their_own_norms(name, model_name):
+    from harness.causal_lm import load_causal_lm
+
+    mcfg = OmegaConf.to_container(compose_cfg(f"model={model_name}").model, resolve=True)
+    torch.manual_seed(0)
+    base, info = load_causal_lm(mcfg).eval(), ModelInfo.from_cfg(mcfg)
+    model, cfg = adapt(name, copy.deepcopy(base), info, r=4, **({"drop_lowest": 1} if name == "adapter_d" else {}))
+    ids = torch.randint(1000, 30000, (2, 7))
+    with torch.no_grad():
+        assert torch.equal(model.eval()(input_ids=ids).logits, base(input_ids=ids).logits)
+    n_adapters = {"adapter_h": 2 * L, "adapter_p": L, "adapter_l": L, "adapter_d": L - 1}[name]
+    # GPT-2's LayerNorms hold 2·d each (the paper's 2·L̂_LN·d); Llama's RMSNorms only a weight, d each
+    norm_size = 2 * D if model_name == "tiny-gpt2" else D
+    own = 2 * D * n_adapters if name == "adapter_l" else 0
+    model_norms = 2 * L * norm_size if name == "adapter_h" else 0
+    assert trainable_no_head(model, info) == paper_count(n_adapters, 0, D, 4) + own + model_norms
+    assert methods.REGISTRY[name].count(cfg, info, model) == trainable_no_head(model, info)

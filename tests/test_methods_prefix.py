@@ -158,3 +158,13 @@ def test_runs_end_to_end_and_records_the_count(name, tiny_overrides, tmp_path):
     record = run(compose_cfg(*tiny_overrides, f"method={name}", "method.l_p=4", "method.l_i=1"), tmp_path)
     assert record["status"] == "completed" and record["method"] == name
     assert record["params"]["trainable_no_head"] == (2 if name == "prefix_layer" else 1) * 32 * 5
+
+
+def test_prefix_layer_survives_gradient_checkpointing():
+    model, info = tiny_decoder("llama")
+    model, _ = adapt("prefix_layer", model, info, l_p=3)
+    model.activation_checkpointing_enable()
+    model.train()
+    ids, mask = ids_and_mask([6, 4], 6)
+    model(input_ids=ids, attention_mask=mask, labels=ids).loss.backward()
+    assert model.prefix.layers.grad is not None and model.prefix.layers.grad.abs().sum() > 0
