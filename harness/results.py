@@ -43,7 +43,8 @@ def run_id(config: dict) -> str:
     ident = json.loads(json.dumps(config, default=str))
     ident.pop("hydra", None)
     ident.pop("skip_completed", None)
-    for key in ("progress", "log_every", "cache_dir"):
+    ident.pop("resume", None)
+    for key in ("progress", "log_every", "cache_dir", "checkpoint_every", "keep_checkpoints"):
         ident.get("trainer", {}).pop(key, None)
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -86,10 +87,10 @@ def new_record(config: dict, output_dir: Path) -> dict:
         "run_id": run_id(config),
         "status": "running",
         "error": None,
-        "model": config["model"]["name"],
-        "task": config["task"]["name"],
-        "task_family": config["task"].get("family"),
-        "method": config["method"]["name"],
+        "model": (config.get("model") or {}).get("name"),
+        "task": (config.get("task") or {}).get("name"),
+        "task_family": (config.get("task") or {}).get("family"),
+        "method": (config.get("method") or {}).get("name"),
         "experiment": config.get("experiment"),
         "seed": config.get("seed"),
         "config": config,

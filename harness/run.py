@@ -4,27 +4,36 @@
 
 `main()` only composes and calls `run(cfg, output_dir)`, which tests call directly. Every run leaves a `run.json` in its
 output folder; a run that did not finish says `failed` or `diverged` there, never `completed`.
+
+Long sweeps: the config is validated before anything loads (harness/validate.py: every problem, one line each, exit
+code 2); the output folder derives from the run's identity and is locked while in use (harness/outputs.py); training
+checkpoints there and a rerun of the same command resumes (`resume: true`), or skips a completed run
+(`skip_completed: true`, as sweeps set it). A run's exception is written to its run.json and the next run of a multirun
+starts; the exit code says whether any run did not complete (1; 2 when one had bad input).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-import methods
-from harness import results, tasks
-from harness.errors import ConfigError, HarnessError
-from harness.metrics import glue as glue_metrics
+from harness import flags, outputs, results, tasks, validate
+from harness.checkpoint import Checkpoints
+from harness.errors import HarnessError
 from harness.models import ModelInfo
 from harness.tracking import NullTracker, make_tracker
-from harness.train import Diverged, TrainerConfig, fit
+from harness.train import Diverged, TrainResult, fit
 
 log = logging.getLogger("harness")
 FAILURES: list[tuple[str, int]] = []   # (output dir, exit code) of runs in this process that did not complete
+outputs.register_resolvers()           # ${run_id:} and ${coalesce:...} in conf/config.yaml's output folders
 
 
 def count_params(model, info: ModelInfo) -> dict:
@@ -36,35 +45,48 @@ def count_params(model, info: ModelInfo) -> dict:
     }
 
 
-def validate_task(task: dict) -> None:
-    for key in ("name", "family", "splits", "metrics", "headline"):
-        if key not in task:
-            raise ConfigError(f"task.{key} is missing from the task config")
-    if task["headline"] not in task["metrics"]:
-        raise ConfigError(f"task.headline={task['headline']!r} is not among task.metrics {list(task['metrics'])}")
-    unknown = [m for m in task["metrics"] if m not in glue_metrics.METRICS]
-    if task["family"] == "glue" and unknown:
-        raise ConfigError(f"task.metrics has unknown metric {unknown[0]!r}; valid choices: {', '.join(glue_metrics.METRICS)}")
+def metrics_of(result: TrainResult, headline: str) -> dict:
+    ends = flags.loss_ends(result.losses)
+    return {"headline": headline, "best": result.best, "best_epoch": result.best_epoch, "per_epoch": result.per_epoch,
+            "final": {k: v for k, v in result.per_epoch[-1].items() if k not in ("epoch", "step")}
+            if result.per_epoch else None,
+            "train_loss_start": ends and ends[0], "train_loss_end": ends and ends[1],
+            "nonfinite_skipped": result.nonfinite_skipped}
 
 
 def run(cfg: DictConfig, output_dir: str | Path) -> dict:
-    """Train and evaluate one configuration; returns the run record (also written to `output_dir/run.json`)."""
+    """Train and evaluate one configuration; returns the run record (also written to `output_dir/run.json`).
+    Resumes from the folder's checkpoints when its run.json is this run's (same run_id) and did not complete."""
     output_dir = Path(output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     record = results.new_record(config, output_dir)
     record_path = output_dir / "run.json"
-    tracker = NullTracker()
+    previous = results.read_record(record_path)
+    same_run = bool(previous) and previous.get("run_id") == record["run_id"]
+    if same_run and previous.get("status") == "completed" and config.get("skip_completed"):
+        log.info("skipping run %s: already completed (%s)", record["run_id"], record_path)
+        return {**previous, "skipped": True}
+    tracker, folder, holding = NullTracker(), contextlib.ExitStack(), False
     try:
-        # Validate everything cheap before loading any model: fail at start-up, not after an hour of training.
-        tcfg = TrainerConfig(**config["trainer"])
-        method, mcfg = methods.build(config["method"])
+        try:  # everything cheap, before any data or model loads: fail at start-up, not after an hour of training
+            checked = validate.check(config, output_dir)
+        finally:  # a record, even a failed one, is written only by the process that holds the folder
+            holding = output_dir.is_dir() and folder.enter_context(outputs.hold(output_dir))
+        if not holding:
+            raise outputs.RunLocked(f"{output_dir} is in use by another process ({outputs.holder(output_dir)}); "
+                                    "it is running this configuration now")
+        tcfg, method, mcfg, info = checked.tcfg, checked.method, checked.mcfg, checked.info
         task = config["task"]
-        validate_task(task)
-        info = ModelInfo.from_cfg(config["model"])
-        output_dir.mkdir(parents=True, exist_ok=True)
+        checkpoints = Checkpoints(output_dir / "checkpoints", record["run_id"], tcfg.checkpoint_every,
+                                  tcfg.keep_checkpoints)
+        if same_run and config.get("resume", True):
+            record["started_at"], record["resumes"] = previous["started_at"], previous.get("resumes", [])
+        else:
+            checkpoints.clear()  # another configuration's, or a fresh start was asked for
         results.write_json_atomic(record_path, record)
 
         pipeline = tasks.build(task, config["model"], tcfg)
+        record["provenance"] = results.provenance(pipeline.provenance, None)  # versions, for failed runs too
         torch.manual_seed(config["seed"])  # the task head's initialisation draws from torch's RNG
         model = method.apply(pipeline.build_model(), mcfg, info)
         for name, p in model.named_parameters():  # every method trains the task head
@@ -82,20 +104,36 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
             with method.evaluating(m, mcfg):
                 return pipeline.evaluate(m)
 
-        result = fit(model, pipeline.train, tcfg, collate=pipeline.collate, evaluate=evaluate, headline=task["headline"],
-                     tracker=tracker, seed=config["seed"], loss_fn=pipeline.loss_fn)
-        record["metrics"] = {"headline": task["headline"], "best": result.best, "best_epoch": result.best_epoch,
-                             "per_epoch": result.per_epoch,
-                             "final": {k: v for k, v in result.per_epoch[-1].items() if k not in ("epoch", "step")}}
+        def on_progress(result: TrainResult):  # the history so far survives a crash or a kill in run.json
+            if result.resumed_from and result.resumed_from not in record.setdefault("resumes", []):
+                record["resumes"].append(result.resumed_from)
+            record["metrics"] = metrics_of(result, task["headline"])
+            results.write_json_atomic(record_path, record)
+
+        result = fit(model, pipeline.train, tcfg, collate=pipeline.collate, evaluate=evaluate,
+                     headline=pipeline.select_on or task["headline"], tracker=tracker, seed=config["seed"],
+                     loss_fn=pipeline.loss_fn, checkpoints=checkpoints, on_progress=on_progress)
+        record["metrics"] = metrics_of(result, task["headline"])
         record["cost"] = result.cost
-        record["provenance"] = results.provenance(pipeline.provenance, result.cost["device"])
-        if pipeline.after_run:
-            pipeline.after_run(model, output_dir, record)
+        record["provenance"]["device"] = result.cost["device"]
+        if pipeline.after_run:  # e.g. decode once with the final model and save the generations
+            with method.evaluating(model, mcfg):
+                pipeline.after_run(model, output_dir, record, tracker)
         if method.save:
             method.save(model, mcfg, info, output_dir / "adapter")
+        record["flags"] = flags.flags(task["headline"], record["metrics"]["best"], result.best_stats, result.losses,
+                                      result.nonfinite_skipped)
+        if record["flags"]:
+            log.warning("run flagged: %s", ", ".join(record["flags"]))
         record["status"] = "completed"
-        tracker.summary({"status": "completed", "headline": task["headline"], "best_epoch": result.best_epoch,
-                         **{f"best/{k}": v for k, v in result.best.items()},
+        results.write_json_atomic(record_path, record)  # completed before the checkpoints go
+        try:
+            checkpoints.finish(result.best_state, output_dir / "best.safetensors")
+        except OSError as exc:
+            log.warning("could not prune checkpoints in %s: %s", checkpoints.folder, exc)
+        tracker.summary({"status": "completed", "headline": task["headline"], "flags": record["flags"],
+                         "best_epoch": record["metrics"]["best_epoch"],
+                         **{f"best/{k}": v for k, v in record["metrics"]["best"].items()},
                          **{f"params/{k}": v for k, v in record["params"].items()},
                          **{f"cost/{k}": v for k, v in result.cost.items() if isinstance(v, (int, float))}})
     except Diverged as exc:
@@ -108,13 +146,16 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         if record["status"] != "completed":
             tracker.summary({"status": record["status"], "error": (record["error"] or {}).get("message")})
         tracker.finish(ok=record["status"] == "completed")
-        if output_dir.exists():
+        if holding:
             results.write_json_atomic(record_path, record)
+        folder.close()
     return record
 
 
 def print_summary(record: dict) -> None:
     out = Path(record["output_dir"])
+    if record.get("skipped"):
+        print(f"\nskipped: run {record['run_id']} already completed (skip_completed=true)")
     if record["status"] == "completed":
         m = record["metrics"]
         print(f"\n{record['task']} / {record['method']} / {record['model']} (seed {record['seed']}): best epoch {m['best_epoch']}")
@@ -122,6 +163,8 @@ def print_summary(record: dict) -> None:
             print(f"  dev {key:<24} {value:.4f}")
         p = record["params"]
         print(f"  trainable params: {p['trainable']:,} ({p['trainable_no_head']:,} without the head) of {p['total']:,}")
+        if record.get("flags"):
+            print(f"  flags: {', '.join(record['flags'])}")
     else:
         print(f"\nrun {record['status']}: {(record['error'] or {}).get('message')}")
     print(f"  run record: {out / 'run.json'}")
@@ -135,26 +178,43 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     output_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         record = run(cfg, output_dir)
+    except outputs.RunLocked as exc:  # in a sweep shared by two shells, the other one has this run
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            print(f"skipped: {exc}", file=sys.stderr)
+        else:
+            _failed(output_dir, 2, f"error: {exc}")
+        return
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        FAILURES.append((str(output_dir), 2))
+        _failed(output_dir, 2, *(f"error: {line}" for line in str(exc).splitlines()))
         return
     except Exception as exc:  # recorded in run.json; a multirun goes on with the next config
         log.exception("run failed: %s", exc)
-        FAILURES.append((str(output_dir), 1))
+        _failed(output_dir, 1)
         return
     print_summary(record)
     if record["status"] != "completed":
-        FAILURES.append((str(output_dir), 1))
+        _failed(output_dir, 1)
+
+
+def _failed(output_dir: Path, code: int, *lines: str) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
+    FAILURES.append((str(output_dir), code))
+    outputs.note_failure(str(output_dir), code)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="[%(name)s] %(message)s")
-    _hydra_main()
+    with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp:
+        # Launcher workers (joblib, submitit_local) are other processes: they report failures through this file.
+        os.environ[outputs.FAILURES_ENV] = str(Path(tmp) / "failures")
+        _hydra_main()
+        FAILURES.extend(f for f in outputs.read_failures(os.environ.pop(outputs.FAILURES_ENV)) if f not in FAILURES)
     if FAILURES:
         if len(FAILURES) > 1 or "-m" in sys.argv or "--multirun" in sys.argv:
             print(f"{len(FAILURES)} run(s) did not complete:", *(f"  {d}" for d, _ in FAILURES), sep="\n", file=sys.stderr)
