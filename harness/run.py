@@ -60,6 +60,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     output_dir = Path(output_dir)
     config = OmegaConf.to_container(cfg, resolve=True)
     record = results.new_record(config, output_dir)
+    record["resumes"] = []  # {step, epoch, batch, at}: each checkpoint this run went on from, and when
     record_path = output_dir / "run.json"
     previous = results.read_record(record_path)
     same_run = bool(previous) and previous.get("run_id") == record["run_id"]
@@ -79,10 +80,10 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         task = config["task"]
         checkpoints = Checkpoints(output_dir / "checkpoints", record["run_id"], tcfg.checkpoint_every,
                                   tcfg.keep_checkpoints)
-        if same_run and config.get("resume", True):
+        if same_run and config.get("resume", True) and previous.get("status") != "completed":
             record["started_at"], record["resumes"] = previous["started_at"], previous.get("resumes", [])
         else:
-            checkpoints.clear()  # another configuration's, or a fresh start was asked for
+            checkpoints.clear()  # another configuration's, a completed run's, or a fresh start was asked for
         results.write_json_atomic(record_path, record)
 
         pipeline = tasks.build(task, config["model"], tcfg)
@@ -104,9 +105,11 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
             with method.evaluating(m, mcfg):
                 return pipeline.evaluate(m)
 
+        resumed_at = results.now()
+
         def on_progress(result: TrainResult):  # the history so far survives a crash or a kill in run.json
-            if result.resumed_from and result.resumed_from not in record.setdefault("resumes", []):
-                record["resumes"].append(result.resumed_from)
+            if result.resumed_from and record["resumes"][-1:] != [{**result.resumed_from, "at": resumed_at}]:
+                record["resumes"].append({**result.resumed_from, "at": resumed_at})
             record["metrics"] = metrics_of(result, task["headline"])
             results.write_json_atomic(record_path, record)
 
@@ -165,6 +168,8 @@ def print_summary(record: dict) -> None:
         print(f"  trainable params: {p['trainable']:,} ({p['trainable_no_head']:,} without the head) of {p['total']:,}")
         if record.get("flags"):
             print(f"  flags: {', '.join(record['flags'])}")
+        for r in record.get("resumes") or []:
+            print(f"  resumed at step {r['step']} (epoch {r['epoch']}, {r['batch']} batch(es) in)")
     else:
         print(f"\nrun {record['status']}: {(record['error'] or {}).get('message')}")
     print(f"  run record: {out / 'run.json'}")
