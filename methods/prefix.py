@@ -11,11 +11,13 @@ Works on encoders and decoders without touching model code: a forward pre-hook o
 `inputs_embeds` with the slots inserted, and extends `attention_mask` (and `token_type_ids`, `position_ids`, token
 `labels` with -100) to match; PreLayer adds a pre-hook on each layer that overwrites the slots of its input. Each row's
 layout is [pad (left) | the first `prefix_after` tokens ([CLS]/<s>, which the classifier reads) | prefix | the rest
-of the prompt | infix | pad (right)], so a sentence gets the same positions however it is padded. Outputs cover the
-longer sequence (l_p + l_i more positions): the model keeps seeing that many fewer text tokens within its context,
-which is what `prefix_positions(model)` reports. Slots start as real words (Li & Liang §7.2 find a real-word init
+of the prompt | infix | pad (right)], so a sentence gets the same positions however it is padded. A causal LM's
+logits are mapped back to one per input token (the next-token prediction at each), so a loss computed from them
+needs no change; other outputs (hidden states) keep the longer sequence. The slots take l_p + l_i positions of the
+model's context, which `prefix_positions(model)` reports. Slots start as real words (Li & Liang §7.2 find a real-word init
 better than a random one): embeddings of sampled vocabulary rows, and for PreLayer those words' activations.
-Incremental decoding with a cache is not wired yet (the first forward of `generate` works, later ones raise).
+Incremental decoding with a cache is not wired yet (the first forward works, later ones raise): decode with
+`use_cache=False` (right for l_i = 0; an infix would follow the generated tokens).
 """
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ class Prefix(nn.Module):
         self.positions = cfg.l_p + cfg.l_i
         self.embeds = nn.Parameter(embeds) if embeds is not None else None   # (n, d): PreEmbed
         self.layers = nn.Parameter(layers) if layers is not None else None   # (L, n, d): PreLayer
-        self.slots = None
+        self.slots = self.take = self.length = None
 
     def insert(self, model, args, kwargs):
         if len(args) > 1:
@@ -117,8 +119,18 @@ class Prefix(nn.Module):
             # Slots are no targets; nor is the first real token: nothing predicts it without the prefix either.
             labels = labels.scatter(1, offset[:, None], -100)
             kwargs["labels"] = grow(labels, torch.full_like(slots, -100), fill=-100)
-        self.slots = slots
+        self.slots, self.length = slots, T + n
+        # A causal LM's logits come back one per input position, each the prediction of the next text token (the
+        # last one: of the token after the infix), so losses and `generate` see the usual (B, T, vocab) layout.
+        self.take = torch.cat([index[:, 1:] - 1, index.new_full((B, 1), T + n - 1)], 1) if model.can_generate() else None
         return (), kwargs
+
+    def align(self, model, args, kwargs, output):
+        logits = getattr(output, "logits", None)
+        # `generate` asks for the last position only (logits_to_keep=1): that one is already the right prediction.
+        if self.take is not None and logits is not None and logits.dim() == 3 and logits.shape[1] == self.length:
+            output.logits = logits.gather(1, self.take[..., None].expand(-1, -1, logits.shape[-1]))
+        return output
 
     def replace(self, layer: int, module, args, kwargs):
         # The slots stay set after the forward: gradient checkpointing runs the layers again during backward.
@@ -161,6 +173,7 @@ def attach(model: nn.Module, cfg: Config, info, per_layer: bool) -> Prefix:
     prefix = Prefix(cfg, info.prefix_after, None if per_layer else init, init if per_layer else None)
     model.add_module("prefix", prefix)
     model.register_forward_pre_hook(prefix.insert, with_kwargs=True)
+    model.register_forward_hook(prefix.align, with_kwargs=True)
     if per_layer:
         for i, block in enumerate(blocks(model, info)):
             block.register_forward_pre_hook(partial(prefix.replace, i), with_kwargs=True)

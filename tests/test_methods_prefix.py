@@ -108,19 +108,31 @@ def test_causal_lm_forward_loss_and_padding(name, kind):
     ids, mask = ids_and_mask([6], 6)
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, labels=ids)
-        assert out.logits.shape == (1, 6 + 5, 1200) and torch.isfinite(out.loss)
         right_ids, right_mask = ids_and_mask([6], 9)
         right = model(input_ids=right_ids, attention_mask=right_mask).logits
         left_ids, left_mask = ids_and_mask([6], 9, left=True)
         left = model(input_ids=left_ids, attention_mask=left_mask,
                      position_ids=(left_mask.cumsum(1) - 1).clamp(min=0)).logits
-    torch.testing.assert_close(right[:, :11], out.logits, atol=1e-5, rtol=1e-5)
+    # one next-token prediction per input token, as without the prefix
+    assert out.logits.shape == (1, 6, 1200) and torch.isfinite(out.loss)
+    torch.testing.assert_close(right[:, :5], out.logits[:, :5], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(left[:, 3:], out.logits, atol=1e-5, rtol=1e-5)
-    # the loss ignores the slots: with labels -100 there, it is the mean over the 5 real next-token predictions
-    shifted = torch.nn.functional.cross_entropy(out.logits[0, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]],
-                                                torch.tensor([-100, -100, -100, *ids[0, 1:].tolist(), -100, -100]),
-                                                ignore_index=-100)
+    # the model's own loss (slots and the first token no targets) equals the usual shifted loss on those logits
+    shifted = torch.nn.functional.cross_entropy(out.logits[0, :-1], ids[0, 1:])
     torch.testing.assert_close(out.loss, shifted)
+
+
+def test_causal_lm_logits_map_back_to_the_next_token_predictions():
+    base, info = tiny_decoder("gpt2")
+    model, _ = adapt("prefix_embed", copy.deepcopy(base), info, l_p=2, l_i=2)
+    ids, mask = ids_and_mask([5], 5)
+    slots = model.prefix.embeds.detach()
+    by_hand = torch.cat([slots[None, :2], base.get_input_embeddings()(ids), slots[None, 2:]], 1)   # p p t0..t4 i i
+    with torch.no_grad():
+        aligned = model.eval()(input_ids=ids, attention_mask=mask).logits
+        full = base.eval()(inputs_embeds=by_hand).logits
+    torch.testing.assert_close(aligned[0, :4], full[0, 2:6])   # t0..t3 predict t1..t4
+    torch.testing.assert_close(aligned[0, 4], full[0, 8])      # after the infix, where generation goes on
 
 
 @pytest.mark.parametrize("kind", ["gpt2", "llama"])
@@ -168,3 +180,16 @@ def test_prefix_layer_survives_gradient_checkpointing():
     ids, mask = ids_and_mask([6, 4], 6)
     model(input_ids=ids, attention_mask=mask, labels=ids).loss.backward()
     assert model.prefix.layers.grad is not None and model.prefix.layers.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", PREFIX)
+def test_generate_without_a_cache_continues_after_the_prefix(name):
+    model, info = tiny_decoder("llama")
+    model, _ = adapt(name, model, info, l_p=3)
+    ids, mask = ids_and_mask([5], 5)
+    model.eval()
+    with torch.no_grad():
+        first = model(input_ids=ids, attention_mask=mask).logits[0, -1].argmax()
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=False, use_cache=False,
+                             pad_token_id=0)
+    assert out.shape == (1, 8) and out[0, 5] == first
