@@ -54,6 +54,15 @@ def metrics_of(result: TrainResult, headline: str) -> dict:
             "nonfinite_skipped": result.nonfinite_skipped}
 
 
+def skip(previous: dict | None, record: dict, config: dict) -> bool:
+    """`skip_completed` and the folder's run.json is this run's (same run_id), completed."""
+    done = bool(previous) and previous.get("run_id") == record["run_id"] and previous.get("status") == "completed"
+    if done and config.get("skip_completed"):
+        log.info("skipping run %s: already completed (%s)", record["run_id"], Path(record["output_dir"]) / "run.json")
+        return True
+    return False
+
+
 def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     """Train and evaluate one configuration; returns the run record (also written to `output_dir/run.json`).
     Resumes from the folder's checkpoints when its run.json is this run's (same run_id) and did not complete."""
@@ -63,9 +72,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     record["resumes"] = []  # {step, epoch, batch, at}: each checkpoint this run went on from, and when
     record_path = output_dir / "run.json"
     previous = results.read_record(record_path)
-    same_run = bool(previous) and previous.get("run_id") == record["run_id"]
-    if same_run and previous.get("status") == "completed" and config.get("skip_completed"):
-        log.info("skipping run %s: already completed (%s)", record["run_id"], record_path)
+    if skip(previous, record, config):  # before any work
         return {**previous, "skipped": True}
     tracker, folder, holding = NullTracker(), contextlib.ExitStack(), False
     try:
@@ -76,6 +83,11 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         if not holding:
             raise outputs.RunLocked(f"{output_dir} is in use by another process ({outputs.holder(output_dir)}); "
                                     "it is running this configuration now")
+        previous = results.read_record(record_path)  # again, under the lock: it may have completed meanwhile
+        if skip(previous, record, config):
+            holding = False  # its record stays as it is
+            return {**previous, "skipped": True}
+        same_run = bool(previous) and previous.get("run_id") == record["run_id"]
         tcfg, method, mcfg, info = checked.tcfg, checked.method, checked.mcfg, checked.info
         task = config["task"]
         checkpoints = Checkpoints(output_dir / "checkpoints", record["run_id"], tcfg.checkpoint_every,

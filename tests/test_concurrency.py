@@ -36,7 +36,7 @@ def test_two_sweeps_share_one_sweep_folder(tiny_overrides, tmp_path):
     assert all(r["status"] == "completed" and r["metrics"]["best"] for r in records)
     assert len({p.parent for p in files}) == 3 and all(p.parent.name.endswith(r["run_id"]) for p, r in zip(files, records))
     assert not list(sweep.rglob(".run.json.*"))  # no temporary file left behind
-    assert any("already completed" in out or "in use by another process" in out for out in outputs)
+    assert any("already completed" in out or "in use by another process" in out for out in outputs), outputs
 
     report = pytest.importorskip("harness.report")
     found, unmatched = report.find_run_files([str(sweep)])
