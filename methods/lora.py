@@ -121,25 +121,33 @@ class LoraLayer(nn.Module):
         return result
 
     @torch.no_grad()
-    def _apply_delta(self, sign: float):
-        weight = self.base_layer.weight
-        for start, size, delta in self.delta_weight():
-            if not torch.isfinite(delta).all():
-                raise ValueError("LoRA update has non-finite values; refusing to merge it into the base weight")
-            if _is_conv1d(self.base_layer):
-                weight[:, start:start + size] += sign * delta.T.to(weight.dtype)
-            else:
-                weight[start:start + size] += sign * delta.to(weight.dtype)
-
     def merge(self):
-        if not self.merged:
-            self._apply_delta(+1.0)
-            self.merged = True
-
-    def unmerge(self):
+        """W₀ ← W₀ + (α/r)·BA. The replaced slices are kept, so `unmerge()` restores W₀ bit for bit (subtracting the
+        update again would not be exact in floating point, and repeated evaluations would drift the frozen weight)."""
         if self.merged:
-            self._apply_delta(-1.0)
-            self.merged = False
+            return
+        weight = self.base_layer.weight
+        conv = _is_conv1d(self.base_layer)
+        updates = self.delta_weight()
+        if not all(torch.isfinite(delta).all() for _, _, delta in updates):
+            raise ValueError("LoRA update has non-finite values; refusing to merge it into the base weight")
+        self._saved = []
+        for start, size, delta in updates:
+            view = weight[:, start:start + size] if conv else weight[start:start + size]
+            self._saved.append(view.clone())
+            view += (delta.T if conv else delta).to(weight.dtype)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self):
+        if not self.merged:
+            return
+        weight = self.base_layer.weight
+        conv = _is_conv1d(self.base_layer)
+        for (start, size), saved in zip(self.slices, self._saved):
+            (weight[:, start:start + size] if conv else weight[start:start + size]).copy_(saved)
+        self._saved = None
+        self.merged = False
 
     def extra_repr(self) -> str:
         return f"r={self.r}, alpha={self.alpha}, slices={self.slices}, merged={self.merged}"

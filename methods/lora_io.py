@@ -80,6 +80,7 @@ def merge_and_unwrap(model):
     for name, module in list(model.named_modules()):
         if isinstance(module, LoraLayer):
             module.merge()
+            module._saved = None  # the merge is final here
             parent, _, child = name.rpartition(".")
             setattr(model.get_submodule(parent) if parent else model, child, module.base_layer)
     assert not lora_layers(model)
