@@ -131,6 +131,10 @@ def markdown(rows: list[dict], meta: dict) -> str:
             extra = "" if v == "base" else f" ({r['overhead_pct']:+.1f}%)"
             out.append(f"{r['latency_ms_median']:.2f} ±{r['latency_ms_std']:.2f}{extra}")
         lines.append(f"| {label} | " + " | ".join(out) + " |")
+    lines += ["", "Paired overhead (median over rounds of variant / base time in the same round, %):", "",
+              "| Variant | " + " | ".join(f"{b}×{s}" for b, s in cells) + " |", "|---|" + "---|" * len(cells)]
+    lines += [f"| {LABELS.get(v, v)} | " + " | ".join(f"{at[(v, b, s)]['overhead_pct_paired']:+.1f}" for b, s in cells) + " |"
+              for v in variants if v != "base"]
     lines += ["", f"Command: `{meta['command']}`", f"torch {meta['torch']}, {meta['threads']} threads, "
               f"{meta['warmup']} warm-up passes per variant and cell, variants timed round-robin in one process."]
     if meta["skipped"]:
@@ -186,14 +190,20 @@ def main_latency(argv=None) -> int:
         for batch, seq in grid:
             print(f"[latency] {batch}x{seq}: {len(models)} variants × {args.trials} trials", file=sys.stderr)
             times = measure(models, batch, seq, args.trials, args.warmup, device)
-            base_median = statistics.median(times["base"])
+            base_times = times["base"]
             for name, ts in times.items():
                 median = statistics.median(ts)
+                # Paired: the median over rounds of this variant's time / the base model's in the same round, which
+                # cancels load that drifts between rounds (a shared machine); the headline overhead uses the medians.
+                paired = statistics.median(t / b for t, b in zip(ts, base_times))
                 rows.append({"variant": name, "batch": batch, "seq": seq, "prefix_positions": prefix_positions(models[name]),
                              "params": params[name], "latency_ms_median": round(median, 4),
                              "latency_ms_mean": round(statistics.fmean(ts), 4),
                              "latency_ms_std": round(statistics.stdev(ts), 4) if len(ts) > 1 else 0.0,
-                             "overhead_pct": round(100 * (median / base_median - 1), 2), "trials": len(ts)})
+                             "latency_ms_min": round(min(ts), 4),
+                             "overhead_pct": round(100 * (median / statistics.median(base_times) - 1), 2),
+                             "overhead_pct_paired": round(100 * (paired - 1), 2), "trials": len(ts),
+                             "times_ms": [round(t, 4) for t in ts]})
     meta = {"model": args.model, "device": str(device), "trials": args.trials, "warmup": args.warmup,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "skipped": skipped,

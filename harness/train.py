@@ -61,8 +61,9 @@ class TrainerConfig:
             value = getattr(self, key)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"trainer.{key} must be > 0, got {value!r}")
-        if self.max_steps is None and (not isinstance(self.epochs, int) or self.epochs < 1):
-            raise ConfigError(f"trainer.epochs must be an integer ≥ 1 (or set trainer.max_steps), got {self.epochs!r}")
+        if self.max_steps is None and (not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 0):
+            raise ConfigError(f"trainer.epochs must be an integer ≥ 0 (0: evaluate the model untrained; or set "
+                              f"trainer.max_steps), got {self.epochs!r}")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"trainer.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.weight_decay < 0:
@@ -226,6 +227,10 @@ def fit(model, train_ds, tcfg: TrainerConfig, *, collate: Callable, evaluate: Ca
                          **{key: before[key] + spent[key] for key in spent}}})
         spent["checkpoint_seconds"] += time.perf_counter() - t0
 
+    if total_steps == 0 and not result.per_epoch:  # trainer.epochs=0: the untrained (zero-shot) baseline
+        run_eval(0)
+        if on_progress:
+            on_progress(result)
     model.train()
     for epoch in range(start_epoch, epochs + 1):
         if step >= total_steps:

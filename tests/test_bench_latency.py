@@ -25,16 +25,18 @@ def test_latency_rows_and_table(tmp_path):
         {"lora_merged", "lora_unmerged"} - set(skipped))
     assert {(r["variant"], r["batch"], r["seq"]) for r in rows} == {(v, b, 24) for v in measured for b in (1, 2)}
     for r in rows:
-        assert {"variant", "batch", "seq", "latency_ms_median", "overhead_pct", "prefix_positions", "params"} <= set(r)
+        assert {"variant", "batch", "seq", "latency_ms_median", "overhead_pct", "overhead_pct_paired", "prefix_positions",
+                "params", "times_ms"} <= set(r) and len(r["times_ms"]) == 3
         assert r["latency_ms_median"] > 0 and r["trials"] == 3
         assert r["prefix_positions"] == (16 if r["variant"].startswith("prefix") else 0)   # the yamls' l_p
         if r["variant"] == "base":
-            assert r["overhead_pct"] == 0.0 and r["params"] == 0
+            assert r["overhead_pct"] == r["overhead_pct_paired"] == 0.0 and r["params"] == 0
     assert next(r for r in rows if r["variant"] == "adapter_p")["params"] == 2 * (2 * 32 * 16 + 16 + 32)
     table = out.with_suffix(".md").read_text()
     assert "| Batch size | 1 | 2 |" in table and "| Sequence length | 24 | 24 |" in table
     assert "AdapterH (|Θ| = " in table and "16 prefix positions" in table
     assert "harness-bench latency --model tiny-bert" in table and "Skipped: adapter_d" in table
+    assert "Paired overhead" in table and "| AdapterP | " in table
 
 
 def test_prefix_variants_keep_the_total_sequence_length():

@@ -62,6 +62,18 @@ def test_training_reduces_loss_and_learns_the_fixture(tiny_overrides, tmp_path):
     assert record["metrics"]["best"]["accuracy"] == 1.0  # 8 distinct sentences, trivially separable
 
 
+def test_epochs_zero_evaluates_the_untrained_model(tiny_overrides, tmp_path):
+    """trainer.epochs=0 is the untrained baseline: one evaluation at step 0, no optimiser step; LoRA at initialisation
+    is the base model (B = 0), so it scores exactly what full FT scores before training with the same seed."""
+    base = run(compose_cfg(*tiny_overrides, "method=full_ft", "trainer.epochs=0", "seed=5"), tmp_path / "ft")
+    lora = run(compose_cfg(*tiny_overrides, "method=lora", "trainer.epochs=0", "seed=5"), tmp_path / "lora")
+    for record in (base, lora):
+        assert record["status"] == "completed" and record["cost"]["steps"] == 0
+        assert [row["epoch"] for row in record["metrics"]["per_epoch"]] == [0]
+        assert record["metrics"]["best_epoch"] == 0
+    assert lora["metrics"]["per_epoch"][0]["accuracy"] == base["metrics"]["per_epoch"][0]["accuracy"]
+
+
 @pytest.mark.parametrize("task,keys", [
     ("stsb", {"pearson", "spearman"}),
     ("mnli", {"accuracy", "dev_mismatched/accuracy"}),
