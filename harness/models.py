@@ -118,10 +118,53 @@ def load_classifier(mcfg: dict, num_labels: int) -> nn.Module:
 
     transformers.logging.set_verbosity_error()  # the "newly initialised head" notice is expected here
     problem = "regression" if num_labels == 1 else "single_label_classification"
+    pooling = mcfg.get("pooling", "cls")
+    if pooling not in POOLINGS:
+        raise ConfigError(f"model.pooling={pooling!r} is not valid; valid choices: {', '.join(POOLINGS)}")
     if mcfg["source"] == "tiny":
         cfg = dict(mcfg["config"])
         config = AutoConfig.for_model(cfg.pop("model_type"), num_labels=num_labels, problem_type=problem, **cfg)
-        return AutoModelForSequenceClassification.from_config(config)
-    return AutoModelForSequenceClassification.from_pretrained(
-        _source_path(mcfg), num_labels=num_labels, problem_type=problem, dtype=torch.float32
-    )
+        model = AutoModelForSequenceClassification.from_config(config)
+    else:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            _source_path(mcfg), num_labels=num_labels, problem_type=problem, dtype=torch.float32
+        )
+    if pooling == "mean":
+        use_mean_pooling(model)
+    return model
+
+
+POOLINGS = ("cls", "mean")
+
+
+class MeanPooler(nn.Module):
+    """BERT's pooler reading the masked mean of the last hidden states instead of [CLS]: the sentence representation
+    that Sentence-Transformers encoders such as all-MiniLM-L6-v2 were trained to produce (their 1_Pooling/config.json
+    says `pooling_mode_mean_tokens`). The pooler's dense + tanh stay (trained as part of the task head, as RoBERTa's
+    classification head has dense + tanh). The mask is the one the encoder receives, so slots a prefix method
+    inserted count as tokens."""
+
+    def __init__(self, pooler: nn.Module):
+        super().__init__()
+        self.dense, self.activation = pooler.dense, pooler.activation
+        self.mask: torch.Tensor | None = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        if self.mask is None:
+            pooled = hidden_states.mean(dim=1)
+        else:
+            weights = self.mask[:, -hidden_states.shape[1]:].to(hidden_states.dtype).unsqueeze(-1)
+            pooled = (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+        return self.activation(self.dense(pooled))
+
+
+def use_mean_pooling(model: nn.Module) -> None:
+    encoder = model.base_model
+    if getattr(encoder, "pooler", None) is None or not hasattr(encoder.pooler, "dense"):
+        raise ConfigError(f"model.pooling=mean needs a BERT-style pooler; {type(model).__name__} has none")
+    pooler = encoder.pooler = MeanPooler(encoder.pooler)
+
+    def keep_mask(module, args, kwargs):
+        pooler.mask = kwargs.get("attention_mask", args[1] if len(args) > 1 else None)
+
+    encoder.register_forward_pre_hook(keep_mask, with_kwargs=True)

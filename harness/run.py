@@ -14,6 +14,7 @@ starts; the exit code says whether any run did not complete (1; 2 when one had b
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -106,6 +107,8 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
             if info.is_head(name):
                 p.requires_grad_(True)
         record["params"] = count_params(model, info)
+        # The method's settings as applied: with method.budget, the size value the budget picked (r, l_p, …).
+        record["method_config"] = dataclasses.asdict(mcfg) if dataclasses.is_dataclass(mcfg) else dict(mcfg)
         log.info("params: %s", record["params"])
 
         tracker = make_tracker(config["tracker"], config=config, output_dir=output_dir,

@@ -50,7 +50,8 @@ def load_adapter(model, info, folder):
 
 def export_peft(model, cfg: Config, info, folder) -> Path:
     """A peft LoRA adapter folder (adapter_config.json + adapter_model.safetensors) with identical outputs. Sliced
-    fused projections have no peft equivalent and are refused."""
+    fused projections have no peft equivalent and are refused. A mean-pooled head (`model.pooling=mean`) is not part
+    of a peft folder: call `harness.models.use_mean_pooling` on the base model before loading the adapter onto it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state, targets, head = {}, [], set()

@@ -70,3 +70,5 @@ def test_budget_runs_end_to_end(tiny_overrides, tmp_path):
     record = run(compose_cfg(*tiny_overrides, "method=adapter_p", "method.budget=1000", "trainer.epochs=1"), tmp_path)
     assert record["status"] == "completed" and record["params"]["trainable_no_head"] == 974
     assert record["config"]["method"]["budget"] == 1000
+    # the record keeps the size the budget picked (tiny-bert L=2, d=32: 2·(2·32·r + r + 32) = 974 at r=7)
+    assert record["method_config"]["r"] == 7 and record["config"]["method"]["r"] == 16
