@@ -108,15 +108,17 @@ class LoraLayer(nn.Module):
         result = self.base_layer(x)
         if self.merged:
             return result
-        # (α/r) is applied to the r-dimensional hidden, the cheapest place for it.
-        hidden = F.linear(self.lora_dropout(x), self.lora_A) * self.scaling
-        if len(self.slices) == 1 and self.slices[0] == (0, self.out_features):
-            return result + F.linear(hidden, self.lora_B)
-        result = result.clone()
+        # The update is accumulated into the base output in place (addmm_ with α/r as its alpha): no out × tokens
+        # temporary for B·A·x, and nothing saved for backward but x, the r-dimensional hidden and A, B. The base
+        # layer's output is not needed by its own backward (its weight is frozen), so writing into it is safe.
+        hidden = F.linear(self.lora_dropout(x), self.lora_A)
+        result = result.contiguous()  # a no-op for nn.Linear and Conv1D outputs
+        flat, hidden = result.view(-1, result.shape[-1]), hidden.reshape(-1, hidden.shape[-1]).to(result.dtype)
         row = 0
         for i, (start, size) in enumerate(self.slices):
-            h = hidden[..., i * self.r:(i + 1) * self.r]
-            result[..., start:start + size] += F.linear(h, self.lora_B[row:row + size])
+            h = hidden if len(self.slices) == 1 else hidden[:, i * self.r:(i + 1) * self.r]
+            out = flat if (start, size) == (0, self.out_features) else flat[:, start:start + size]
+            out.addmm_(h, self.lora_B[row:row + size].t().to(result.dtype), alpha=self.scaling)  # autocast: bf16
             row += size
         return result
 

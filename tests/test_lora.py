@@ -134,6 +134,26 @@ def test_merge_equals_unmerged_and_unmerge_restores(kind, targets):
             assert torch.equal(p, before[name])  # restored bit for bit: evaluations never drift W₀
 
 
+@pytest.mark.parametrize("kind,targets", [("bert", ["q", "v"]), ("gpt2", ["q", "v"])])
+def test_bf16_autocast_forward_and_backward(kind, targets):
+    """The update is added into the base output in place, in the output's dtype: under bf16 autocast (the CUDA
+    path) the LoRA model runs forward and backward and stays close to fp32 (bf16 keeps ~3 significant digits)."""
+    model, _ = ours(kind, targets=targets)
+    randomise(model)   # eval mode: no dropout, so both passes see the same network
+    full = model(**batch()).logits
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = model(**batch()).logits
+    base = tiny(kind)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        base_half = base(**batch()).logits
+    base_error = ((base_half.float() - base(**batch()).logits).norm() / base(**batch()).logits.norm()).item()
+    assert half.dtype == torch.bfloat16
+    assert ((half.float() - full).norm() / full.norm()).item() < 2 * base_error + 1e-3   # bf16 rounding, no more
+    half.float().sum().backward()
+    grads = [layer.lora_A.grad for layer in lora.lora_layers(model)] + [layer.lora_B.grad for layer in lora.lora_layers(model)]
+    assert all(g is not None and g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+
+
 def test_merge_refuses_non_finite_update():
     model, _ = ours("bert", targets=["q"])
     layer = lora.lora_layers(model)[0]
