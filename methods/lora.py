@@ -203,14 +203,19 @@ def inject(model: nn.Module, cfg: Config, info) -> dict:
 
 @contextlib.contextmanager
 def merged(model: nn.Module, cfg: Config | None = None):
-    """Evaluate with the update merged into W₀ (`method.merge_for_eval=true`, the default), then restore."""
-    layers = lora_layers(model) if cfg is None or cfg.merge_for_eval else []
-    for layer in layers:
+    """Evaluate with the update merged into W₀ (`method.merge_for_eval=true`, the default), then restore. While
+    merged, each wrapper is also taken out of the model (its base layer, holding W₀ + (α/r)·BA, put back in its
+    place), so that the evaluated model is the base architecture itself: no added latency, not even a Python call."""
+    places = [(name, m) for name, m in model.named_modules() if isinstance(m, LoraLayer)] \
+        if cfg is None or cfg.merge_for_eval else []
+    for name, layer in places:
         layer.merge()
+        _set_module(model, name, layer.base_layer)
     try:
         yield model
     finally:
-        for layer in layers:
+        for name, layer in places:
+            _set_module(model, name, layer)
             layer.unmerge()
 
 

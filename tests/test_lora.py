@@ -125,10 +125,14 @@ def test_merge_equals_unmerged_and_unmerge_restores(kind, targets):
     randomise(model)
     before = {n: p.detach().clone() for n, p in model.named_parameters() if "base_layer" in n}
     unmerged = logits(model)
+    wrappers = lora.lora_layers(model)
     with lora.merged(model, cfg):
-        assert all(layer.merged for layer in lora.lora_layers(model))
+        assert all(layer.merged for layer in wrappers)
+        # the wrappers are out: the evaluated model has the base model's module types, nothing in between
+        assert not lora.lora_layers(model)
+        assert [type(m) for m in model.modules()] == [type(m) for m in tiny(kind).modules()]
         torch.testing.assert_close(logits(model), unmerged, atol=1e-5, rtol=0)
-    assert not any(layer.merged for layer in lora.lora_layers(model))
+    assert lora.lora_layers(model) == wrappers and not any(layer.merged for layer in wrappers)
     for name, p in model.named_parameters():
         if "base_layer" in name:
             assert torch.equal(p, before[name])  # restored bit for bit: evaluations never drift W₀
