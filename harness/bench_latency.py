@@ -3,7 +3,8 @@
     harness-bench latency --model minilm --grid 1x128,8x128,32x128 --trials 50
 
 All variants live in one process and are timed round-robin: for each batch × seq cell, `--warmup` untimed passes each,
-then `--trials` rounds in which every variant runs one timed forward pass (torch.inference_mode; CUDA events on a
+then `--trials` rounds in which every variant runs one timed forward pass, in a new seeded random order each round so
+that no variant is always timed first (torch.inference_mode; CUDA events on a
 GPU, perf_counter on CPU), so drift from other load on the machine hits every variant alike. Reported: the median
 (and mean, std) per variant and cell, and the overhead of the median over the base model's in %. Variants: `base`,
 `lora_merged` / `lora_unmerged` (the `lora` method with its update merged into W₀ or not), and any registered method by
@@ -18,6 +19,7 @@ import contextlib
 import copy
 import json
 import platform
+import random
 import shlex
 import statistics
 import sys
@@ -106,8 +108,12 @@ def measure(models: dict, batch: int, seq: int, trials: int, warmup: int, device
         for name, model in models.items():
             for _ in range(warmup):
                 model(**inputs[name])
+        order = list(models)
+        shuffle = random.Random(seed)
         for _ in range(trials):
-            for name, model in models.items():
+            shuffle.shuffle(order)  # each round in a new order: no variant always runs first (or after the same one)
+            for name in order:
+                model = models[name]
                 times[name].append(run(lambda: model(**inputs[name])))
     return times
 
@@ -136,7 +142,8 @@ def markdown(rows: list[dict], meta: dict) -> str:
     lines += [f"| {LABELS.get(v, v)} | " + " | ".join(f"{at[(v, b, s)]['overhead_pct_paired']:+.1f}" for b, s in cells) + " |"
               for v in variants if v != "base"]
     lines += ["", f"Command: `{meta['command']}`", f"torch {meta['torch']}, {meta['threads']} threads, "
-              f"{meta['warmup']} warm-up passes per variant and cell, variants timed round-robin in one process."]
+              f"{meta['warmup']} warm-up passes per variant and cell, variants timed round-robin in one process "
+              "(a new random order each round)."]
     if meta["skipped"]:
         lines.append("Skipped: " + "; ".join(f"{s['variant']} ({s['reason']})" for s in meta["skipped"]) + ".")
     return "\n".join(lines) + "\n"
