@@ -118,9 +118,7 @@ def load_classifier(mcfg: dict, num_labels: int) -> nn.Module:
 
     transformers.logging.set_verbosity_error()  # the "newly initialised head" notice is expected here
     problem = "regression" if num_labels == 1 else "single_label_classification"
-    pooling = mcfg.get("pooling", "cls")
-    if pooling not in POOLINGS:
-        raise ConfigError(f"model.pooling={pooling!r} is not valid; valid choices: {', '.join(POOLINGS)}")
+    pooling = pooling_of(mcfg)
     if mcfg["source"] == "tiny":
         cfg = dict(mcfg["config"])
         config = AutoConfig.for_model(cfg.pop("model_type"), num_labels=num_labels, problem_type=problem, **cfg)
@@ -135,6 +133,14 @@ def load_classifier(mcfg: dict, num_labels: int) -> nn.Module:
 
 
 POOLINGS = ("cls", "mean")
+
+
+def pooling_of(mcfg: dict) -> str:
+    """The model yaml's `pooling` (default `cls`), checked: start-up validation and `load_classifier` both ask here."""
+    pooling = mcfg.get("pooling", "cls")
+    if pooling not in POOLINGS:
+        raise ConfigError(f"model.pooling={pooling!r} is not valid; valid choices: {', '.join(POOLINGS)}")
+    return pooling
 
 
 class MeanPooler(nn.Module):

@@ -27,7 +27,7 @@ import methods
 from harness import tasks
 from harness.errors import ConfigError, HarnessError, unknown_choice
 from harness.metrics import glue as glue_metrics
-from harness.models import ModelInfo, package_dir
+from harness.models import ModelInfo, package_dir, pooling_of
 from harness.train import TrainerConfig, trainer_config
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def check_model(model: dict) -> ModelInfo:
     missing = [k for k in SOURCES[source] if not model.get(k)]
     if missing:
         raise ConfigError(f"model.{missing[0]} is needed with model.source={source}")
+    pooling_of(model)
     if source == "package":
         package_dir(model["package"], model.get("subdir", ""))
     if source == "tiny":

@@ -43,6 +43,7 @@ BAD_INPUTS = [
     ("task.splits.train=missing", "glue/SST-2/missing.tsv"),
     ("task.data_dir=EMPTY", "EMPTY/glue/SST-2/train.tsv: split 'train' has no data rows"),
     ("model.source=s3", "model.source='s3' is not a valid choice."),
+    ("+model.pooling=max", "model.pooling='max' is not valid; valid choices: cls, mean"),
     ("model.tokenizer.package=no_such_pkg", "model package 'no_such_pkg' is not installed"),
     ("seed=-1", "seed must be an integer ≥ 0, got -1"),
     ("tracker=wandb tracker.mode=loud", "tracker.mode='loud' is not valid; valid choices: offline, online, disabled"),
