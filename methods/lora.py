@@ -128,28 +128,30 @@ class LoraLayer(nn.Module):
         update again would not be exact in floating point, and repeated evaluations would drift the frozen weight)."""
         if self.merged:
             return
-        weight = self.base_layer.weight
-        conv = _is_conv1d(self.base_layer)
         updates = self.delta_weight()
         if not all(torch.isfinite(delta).all() for _, _, delta in updates):
             raise ValueError("LoRA update has non-finite values; refusing to merge it into the base weight")
+        conv = _is_conv1d(self.base_layer)
         self._saved = []
         for start, size, delta in updates:
-            view = weight[:, start:start + size] if conv else weight[start:start + size]
+            view = self._weight_slice(start, size)
             self._saved.append(view.clone())
-            view += (delta.T if conv else delta).to(weight.dtype)
+            view += (delta.T if conv else delta).to(view.dtype)
         self.merged = True
 
     @torch.no_grad()
     def unmerge(self):
         if not self.merged:
             return
-        weight = self.base_layer.weight
-        conv = _is_conv1d(self.base_layer)
         for (start, size), saved in zip(self.slices, self._saved):
-            (weight[:, start:start + size] if conv else weight[start:start + size]).copy_(saved)
+            self._weight_slice(start, size).copy_(saved)
         self._saved = None
         self.merged = False
+
+    def _weight_slice(self, start: int, size: int) -> torch.Tensor:
+        """The base weight's rows start:start+size of the output (columns for Conv1D's transposed layout), a view."""
+        weight = self.base_layer.weight
+        return weight[:, start:start + size] if _is_conv1d(self.base_layer) else weight[start:start + size]
 
     def extra_repr(self) -> str:
         return f"r={self.r}, alpha={self.alpha}, slices={self.slices}, merged={self.merged}"
@@ -201,16 +203,22 @@ def inject(model: nn.Module, cfg: Config, info) -> dict:
     return layout
 
 
+def unwrap_merged(model: nn.Module) -> list[tuple[str, LoraLayer]]:
+    """Merge every LoRA layer and put its base layer (now W₀ + (α/r)·BA) in its place; returns (name, wrapper) pairs
+    so that a caller can put the wrappers back and unmerge."""
+    places = [(name, m) for name, m in model.named_modules() if isinstance(m, LoraLayer)]
+    for name, layer in places:
+        layer.merge()
+        _set_module(model, name, layer.base_layer)
+    return places
+
+
 @contextlib.contextmanager
 def merged(model: nn.Module, cfg: Config | None = None):
     """Evaluate with the update merged into W₀ (`method.merge_for_eval=true`, the default), then restore. While
     merged, each wrapper is also taken out of the model (its base layer, holding W₀ + (α/r)·BA, put back in its
     place), so that the evaluated model is the base architecture itself: no added latency, not even a Python call."""
-    places = [(name, m) for name, m in model.named_modules() if isinstance(m, LoraLayer)] \
-        if cfg is None or cfg.merge_for_eval else []
-    for name, layer in places:
-        layer.merge()
-        _set_module(model, name, layer.base_layer)
+    places = unwrap_merged(model) if cfg is None or cfg.merge_for_eval else []
     try:
         yield model
     finally:

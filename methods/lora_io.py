@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from methods.lora import Config, LoraLayer, inject, lora_layers
+from methods.lora import Config, LoraLayer, inject, lora_layers, unwrap_merged
 
 
 def _trainable_state(model) -> dict[str, torch.Tensor]:
@@ -78,12 +78,8 @@ def export_peft(model, cfg: Config, info, folder) -> Path:
 
 def merge_and_unwrap(model):
     """Merge every LoRA update into its base weight and put the base modules back: a plain model, no added latency."""
-    for name, module in list(model.named_modules()):
-        if isinstance(module, LoraLayer):
-            module.merge()
-            module._saved = None  # the merge is final here
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, module.base_layer)
+    for _, layer in unwrap_merged(model):
+        layer._saved = None  # the merge is final here
     assert not lora_layers(model)
     return model
 
