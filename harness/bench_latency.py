@@ -198,6 +198,7 @@ def main_latency(argv=None) -> int:
             print(f"[latency] {batch}x{seq}: {len(models)} variants × {args.trials} trials", file=sys.stderr)
             times = measure(models, batch, seq, args.trials, args.warmup, device)
             base_times = times["base"]
+            base_median = statistics.median(base_times)
             for name, ts in times.items():
                 median = statistics.median(ts)
                 # Paired: the median over rounds of this variant's time / the base model's in the same round, which
@@ -208,7 +209,7 @@ def main_latency(argv=None) -> int:
                              "latency_ms_mean": round(statistics.fmean(ts), 4),
                              "latency_ms_std": round(statistics.stdev(ts), 4) if len(ts) > 1 else 0.0,
                              "latency_ms_min": round(min(ts), 4),
-                             "overhead_pct": round(100 * (median / statistics.median(base_times) - 1), 2),
+                             "overhead_pct": round(100 * (median / base_median - 1), 2),
                              "overhead_pct_paired": round(100 * (paired - 1), 2), "trials": len(ts),
                              "times_ms": [round(t, 4) for t in ts]})
     meta = {"model": args.model, "device": str(device), "trials": args.trials, "warmup": args.warmup,
