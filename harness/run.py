@@ -55,9 +55,14 @@ def metrics_of(result: TrainResult, headline: str) -> dict:
             "nonfinite_skipped": result.nonfinite_skipped}
 
 
+def same_run(previous: dict | None, record: dict) -> bool:
+    """The folder's run.json (`previous`) is this configuration's: the same run_id."""
+    return bool(previous) and previous.get("run_id") == record["run_id"]
+
+
 def skip(previous: dict | None, record: dict, config: dict) -> bool:
     """`skip_completed` and the folder's run.json is this run's (same run_id), completed."""
-    done = bool(previous) and previous.get("run_id") == record["run_id"] and previous.get("status") == "completed"
+    done = same_run(previous, record) and previous.get("status") == "completed"
     if done and config.get("skip_completed"):
         log.info("skipping run %s: already completed (%s)", record["run_id"], Path(record["output_dir"]) / "run.json")
         return True
@@ -88,12 +93,11 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
         if skip(previous, record, config):
             holding = False  # its record stays as it is
             return {**previous, "skipped": True}
-        same_run = bool(previous) and previous.get("run_id") == record["run_id"]
         tcfg, method, mcfg, info = checked.tcfg, checked.method, checked.mcfg, checked.info
         task = config["task"]
         checkpoints = Checkpoints(output_dir / "checkpoints", record["run_id"], tcfg.checkpoint_every,
                                   tcfg.keep_checkpoints)
-        if same_run and config.get("resume", True) and previous.get("status") != "completed":
+        if same_run(previous, record) and config.get("resume", True) and previous.get("status") != "completed":
             record["started_at"], record["resumes"] = previous["started_at"], previous.get("resumes", [])
         else:
             checkpoints.clear()  # another configuration's, a completed run's, or a fresh start was asked for
