@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness import report_plots, report_scorecard, report_tables as rt
+from harness import report_plots, report_scorecard, report_tables as rt, results
 
 FORMATS = ("md", "tex", "csv", "html")
 REQUIRED = ("status", "model", "task", "method")
 # The config key that sizes a method, first match wins (LoRA and adapters: r; prefixes: l_p; FT^Top2: top).
-SIZE_KEYS = ("r", "l_p", "top")
+SIZE_KEYS = results.SIZE_KEYS
 # Trainer settings that change a run's score; a sweep over one of them must not be pooled across seeds.
 TRAINER_KEYS = ("lr", "epochs", "max_steps", "batch_size", "max_seq_len", "weight_decay", "warmup_ratio")
 TARGET_ORDER = ("q", "k", "v", "o", "mlp")
@@ -67,21 +67,11 @@ def load_records(files):
     return records, problems
 
 
-def flatten(tree, prefix="", sep="."):
-    """{'a': {'b': 1}} → {'a.b': 1}; lists stay values (targets, per_epoch, flags)."""
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{sep}{key}" if prefix else str(key)
-        out.update(flatten(value, name, sep) if isinstance(value, dict) and value else {name: value})
-    return out
-
-
 def variant_of(method_cfg):
     """(label, size, targets) for a method config: ('r=8 {q,v}', 8.0, 'q,v'); ('', nan, '') for full_ft. With
     `budget` set the method picks its own size at run time (the config's r / l_p is then the yaml default, not what
     ran), so the label is the budget and the real count is in params.trainable_no_head."""
-    budget = method_cfg.get("budget")
-    key = "budget" if budget is not None else next((k for k in SIZE_KEYS if method_cfg.get(k) is not None), None)
+    key = results.size_key(method_cfg)
     parts, size = ([f"{key}={method_cfg[key]}"], _number(method_cfg[key])) if key else ([], float("nan"))
     targets = method_cfg.get("targets") or []
     targets = [targets] if isinstance(targets, str) else list(targets)
@@ -123,7 +113,7 @@ def records_to_frame(records):
     the derived columns the tables group by: variant, variant_size, targets, train_samples, eval_samples, headline."""
     rows = []
     for record in records:
-        row = flatten({k: v for k, v in record.items() if k != "_source"})
+        row = results.flatten({k: v for k, v in record.items() if k != "_source"})
         config = record.get("config") or {}
         method_cfg, trainer = config.get("method") or {}, config.get("trainer") or {}
         metrics = record.get("metrics") or {}
@@ -165,10 +155,11 @@ def wandb_history(run, headline):
 
 
 def wandb_run_to_record(run, project):
-    """A W&B public-API run → the run.json shape. The harness logs the full resolved config and a summary with
-    `status`, `best/<metric>`, `best_epoch`, `headline`, `params/<count>`, `cost/<name>` (and `error` on failure)."""
-    config = {k: v for k, v in _plain(run.config).items() if not k.startswith("_")}
-    summary = flatten(_plain(run.summary), sep="/")
+    """A W&B public-API run → the run.json shape. The harness logs the resolved config flattened ('method.r') and a
+    summary with `status`, `best/<metric>`, `best_epoch`, `headline`, `params/<count>`, `cost/<name>` (and `error` on
+    failure); a nested config (logged by other tools or older versions) reads the same."""
+    config = results.unflatten({k: v for k, v in _plain(run.config).items() if not k.startswith("_")})
+    summary = results.flatten(_plain(run.summary), sep="/")
 
     def under(prefix):
         return {k[len(prefix):]: v for k, v in sorted(summary.items()) if k.startswith(prefix)}

@@ -15,11 +15,42 @@ from pathlib import Path
 SCHEMA_VERSION = 1
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "peft", "hydra-core", "wandb", "numpy", "scikit-learn",
             "scipy", "sacrebleu", "lora-harness")
+SIZE_KEYS = ("r", "l_p", "top")  # a method config's size knob: LoRA / adapter rank, prefix length, FT^Top-k layers
 REPO = Path(__file__).resolve().parent.parent
 
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def size_key(method_cfg: dict) -> str | None:
+    """Which setting sizes this method's run: `budget` when set (the method then picks its own r / l_p), else its
+    first size knob that is set, else None (full fine-tuning, BitFit)."""
+    if method_cfg.get("budget") is not None:
+        return "budget"
+    return next((k for k in SIZE_KEYS if method_cfg.get(k) is not None), None)
+
+
+def flatten(tree: dict, prefix: str = "", sep: str = ".") -> dict:
+    """{'a': {'b': 1}} → {'a.b': 1}; lists stay values (targets, per_epoch, flags). The W&B config (one column per
+    setting, so the runs table groups by `method.name`) and the report's one-row-per-run frame both use it."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        out.update(flatten(value, name, sep) if isinstance(value, dict) and value else {name: value})
+    return out
+
+
+def unflatten(flat: dict, sep: str = ".") -> dict:
+    """The inverse of flatten: {'a.b': 1} → {'a': {'b': 1}}; keys without `sep` stay as they are."""
+    out: dict = {}
+    for key, value in flat.items():
+        *parents, leaf = str(key).split(sep)
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
 
 
 def write_json_atomic(path: Path, obj) -> None:

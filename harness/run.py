@@ -29,7 +29,7 @@ from harness import flags, outputs, results, tasks, validate
 from harness.checkpoint import Checkpoints
 from harness.errors import HarnessError
 from harness.models import ModelInfo
-from harness.tracking import NullTracker, make_tracker
+from harness.tracking import NullTracker, make_tracker, run_tags
 from harness.train import Diverged, TrainResult, fit
 
 log = logging.getLogger("harness")
@@ -117,7 +117,7 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
 
         tracker = make_tracker(config["tracker"], config=config, output_dir=output_dir,
                                name=f"{task['name']}-{method.name}-s{config['seed']}", job_type=method.name,
-                               tags=[info.name, task["name"], method.name])
+                               tags=run_tags(config))
         record["tracking"] = {"wandb_dir": tracker.run_dir}
 
         def evaluate(m):

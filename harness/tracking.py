@@ -9,6 +9,8 @@ import logging
 import os
 from pathlib import Path
 
+from harness import results
+
 log = logging.getLogger(__name__)
 
 
@@ -64,6 +66,17 @@ def _has_credentials() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
+def run_tags(config: dict) -> list[str]:
+    """model / task / method, and the size: `budget=<n>` when the method picks its size from a budget, else the
+    method's own size knob (`r=8`, `l_p=16`, …) when it has one."""
+    method = config.get("method") or {}
+    tags = [config["model"]["name"], config["task"]["name"], method.get("name")]
+    key = results.size_key(method)
+    if key:
+        tags.append(f"{key}={method[key]}")
+    return [str(t) for t in tags if t is not None]
+
+
 def make_tracker(tcfg: dict, *, config: dict, output_dir: Path, name: str, job_type: str, tags: list[str]):
     if tcfg.get("name", "none") == "none" or tcfg.get("mode") == "disabled":
         return NullTracker()
@@ -78,8 +91,8 @@ def make_tracker(tcfg: dict, *, config: dict, output_dir: Path, name: str, job_t
         log.warning("tracker.mode=online but no W&B credentials (WANDB_API_KEY or `wandb login`): logging offline instead")
         mode = "offline"
     kwargs = dict(project=tcfg.get("project"), entity=tcfg.get("entity"), group=tcfg.get("group"), job_type=job_type,
-                  tags=sorted(set([*tags, *(tcfg.get("tags") or [])])), name=name, config=config, dir=str(output_dir),
-                  reinit="finish_previous")
+                  tags=sorted(set([*tags, *(tcfg.get("tags") or [])])), name=name, config=results.flatten(config),
+                  dir=str(output_dir), reinit="finish_previous")
     for attempt in (mode, "offline") if mode == "online" else (mode,):
         try:
             settings = wandb.Settings(console="off", silent=True, init_timeout=90, x_disable_stats=True)

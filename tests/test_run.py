@@ -115,10 +115,12 @@ def _cli(*args, env=None):
                           env=env, timeout=300)
 
 
-def test_cli_unknown_group_choice_lists_valid_ones(tmp_path):
-    proc = _cli("method=lorra", f"hydra.run.dir={tmp_path}")
+@pytest.mark.parametrize("override, valid", [("method=lorra", ["bitfit", "full_ft"]), ("experiment=dmeo", ["demo"])])
+def test_cli_unknown_group_choice_lists_valid_ones(override, valid, tmp_path):
+    proc = _cli(override, f"hydra.run.dir={tmp_path}")
     assert proc.returncode != 0
-    assert "Could not find 'method/lorra'" in proc.stderr and "bitfit" in proc.stderr and "full_ft" in proc.stderr
+    group, choice = override.split("=")
+    assert f"Could not find '{group}/{choice}'" in proc.stderr and all(v in proc.stderr for v in valid)
     assert not (tmp_path / "run.json").exists()
 
 
@@ -136,3 +138,48 @@ def test_wandb_offline_run_directory(tiny_overrides, tmp_path):
     wandb_dir = record["tracking"]["wandb_dir"]
     assert wandb_dir and os.path.isdir(wandb_dir) and "offline-run-" in wandb_dir
     assert any(name.endswith(".wandb") for name in os.listdir(wandb_dir))
+
+
+def test_wandb_run_is_grouped_tagged_and_its_config_flat(tiny_overrides, tmp_path, monkeypatch):
+    """W&B grouping with no manual work: group = experiment, job_type = method, tags = model / task / method / size,
+    one config column per setting ('method.r'), which harness-report --wandb reads back as the nested config."""
+    import wandb
+
+    from harness import report
+    from harness.results import unflatten
+
+    seen = {}
+
+    class FakeRun:
+        dir = str(tmp_path / "wandb" / "files")
+
+        def __init__(self):
+            self.summary = {}
+
+        def log(self, metrics, step=None):
+            pass
+
+        def finish(self, exit_code=0):
+            pass
+
+    def init(**kwargs):
+        seen.update(kwargs)
+        return FakeRun()
+
+    monkeypatch.setattr(wandb, "init", init)
+    overrides = [o for o in tiny_overrides if not o.startswith("tracker=")]
+    run(compose_cfg(*overrides, "tracker=wandb", "trainer.epochs=1", "experiment=demo", "method=lora",
+                    "method.r=4", "trainer.max_train_samples=null"), tmp_path / "lora")
+    assert (seen["group"], seen["job_type"]) == ("demo", "lora")
+    assert seen["tags"] == sorted(["tiny-bert", "sst2", "lora", "r=4"])
+    config = seen["config"]
+    assert config["method.name"] == "lora" and config["method.r"] == 4 and config["task.name"] == "sst2"
+    assert config["method.targets"] == ["q", "v"] and not any(isinstance(v, dict) for v in config.values())
+    record = json.loads((tmp_path / "lora" / "run.json").read_text())
+    assert unflatten(config) == json.loads(json.dumps(record["config"]))
+
+    seen.clear()
+    run(compose_cfg(*overrides, "tracker=wandb", "trainer.epochs=1", "method=lora", "++method.budget=2000"),
+        tmp_path / "budget")
+    assert "budget=2000" in seen["tags"] and not any(t.startswith("r=") for t in seen["tags"])
+    assert report.variant_of({"name": "lora", "budget": 2000, "r": 8})[0] == "budget=2000"
