@@ -278,3 +278,24 @@ def test_budget_knob_spreads_one_budget_over_weight_types(targets, r):
     method.apply(model, cfg, info)
     assert cfg.r == r
     assert sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n) == 36864
+
+
+def _first_adam_step(r, init, d=256, tokens=64, alpha=8.0, lr=1e-3):
+    """|ΔW·x| after one Adam step on a fixed linear loss, relative to |x|, for one LoraLayer of rank r."""
+    torch.manual_seed(0)
+    layer = lora.LoraLayer(torch.nn.Linear(d, d), r=r, alpha=alpha, init=init)
+    x, g = torch.randn(tokens, d), torch.randn(tokens, d)
+    opt = torch.optim.Adam([layer.lora_A, layer.lora_B], lr=lr)
+    (layer(x) * g).sum().backward()
+    opt.step()
+    with torch.no_grad():
+        delta = layer.scaling * (x @ layer.lora_A.T @ layer.lora_B.T)
+    return (delta.norm() / x.norm()).item()
+
+
+def test_gaussian_init_enlarges_small_ranks_first_step_by_one_over_r():
+    """Why the rank sweep compares inits (sweeps/lora_rank_cpu.yaml, methods/lora.py): under Adam B's entries first
+    move by about ±lr, so the first update of (α/r)·B·A·x is proportional to A's σ. The Gaussian σ = 1/r, against
+    kaiming's r-independent σ, makes the first step of rank 1 about 16× larger relative to rank 16."""
+    relative = {r: _first_adam_step(r, "gaussian") / _first_adam_step(r, "kaiming") for r in (1, 16)}
+    assert 8.0 < relative[1] / relative[16] < 32.0
