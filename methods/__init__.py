@@ -101,8 +101,12 @@ def _sized_apply(method: Method, budget: int) -> Callable:
     def apply(model, cfg, info):
         size = fit_budget(method, cfg, info, model, budget)
         setattr(cfg, method.size_param, size)
+        count = count_params(method, cfg, info, model)
         log.info("method.budget=%d: %s=%d (%d trainable parameters without the head)", budget, method.size_param,
-                 size, count_params(method, cfg, info, model))
+                 size, count)
+        if size == 1 and count > 2 * budget:
+            log.warning("method.budget=%d is below %s's smallest size: %s=1 has %d trainable parameters (the run "
+                        "uses it; the record's params say so)", budget, method.name, method.size_param, count)
         return method.apply(model, cfg, info)
 
     return apply

@@ -17,12 +17,18 @@ from tests.methods_util import tiny_classifier as tiny, trainable_no_head
     ("prefix_embed", 48, 1, 32),                                   # a tie (32 / 64): the smaller
     ("prefix_embed", 5, 1, 32),                                    # below the smallest size: the smallest
 ])
-def test_budget_picks_the_nearest_size(name, budget, size, count):
+def test_budget_picks_the_nearest_size(name, budget, size, count, caplog):
     model, info = tiny()
     method, cfg = methods.build({"name": name, "budget": budget})
     model = method.apply(model, cfg, info)
     assert getattr(cfg, methods.REGISTRY[name].size_param) == size
     assert trainable_no_head(model, info) == count
+    below = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    if count > 2 * budget:  # a budget the method cannot meet is said, not silently rounded up
+        assert below == [f"method.budget={budget} is below {name}'s smallest size: l_p=1 has {count} trainable "
+                         "parameters (the run uses it; the record's params say so)"]
+    else:
+        assert below == []
 
 
 def test_bisection_agrees_with_a_scan():
