@@ -12,7 +12,7 @@ TABLES = (".md", ".csv", ".tex", ".html")
 
 
 def test_the_committed_examples_are_all_here():
-    assert {"sst2_4000_seed0", "lora_rank_cpu_seed0", "e2e_smollm2", "glue_table2_cpu"} <= set(COMMITTED)
+    assert {"sst2_4000_seed0", "lora_rank_cpu", "param_budget_cpu", "e2e_smollm2", "glue_table2_cpu"} <= set(COMMITTED)
 
 
 @pytest.mark.parametrize("folder", COMMITTED)
