@@ -26,8 +26,6 @@ from harness import report_plots, report_scorecard, report_tables as rt, results
 
 FORMATS = ("md", "tex", "csv", "html")
 REQUIRED = ("status", "model", "task", "method")
-# The config key that sizes a method, first match wins (LoRA and adapters: r; prefixes: l_p; FT^Top2: top).
-SIZE_KEYS = results.SIZE_KEYS
 # Trainer settings that change a run's score; a sweep over one of them must not be pooled across seeds.
 TRAINER_KEYS = ("lr", "epochs", "max_steps", "batch_size", "max_seq_len", "weight_decay", "warmup_ratio")
 TARGET_ORDER = ("q", "k", "v", "o", "mlp")
@@ -92,7 +90,7 @@ def add_varying_settings(frame):
     """Settings that differ between completed runs of one method (an alpha or learning-rate sweep) join its variant
     label, so that such runs form separate rows instead of being pooled as if they were seeds."""
     done = frame[frame["status"] == "completed"]
-    shown = {"config.method." + k for k in ("name", "budget", "targets") + SIZE_KEYS}
+    shown = {"config.method." + k for k in ("name", "budget", "targets") + results.SIZE_KEYS}
     candidates = sorted(c for c in frame.columns if c.startswith("config.method.") and c not in shown)
     candidates += [f"config.trainer.{k}" for k in TRAINER_KEYS if f"config.trainer.{k}" in frame]
     for method, group in done.groupby("method"):

@@ -15,7 +15,9 @@ from pathlib import Path
 SCHEMA_VERSION = 1
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "peft", "hydra-core", "wandb", "numpy", "scikit-learn",
             "scipy", "sacrebleu", "lora-harness")
-SIZE_KEYS = ("r", "l_p", "top")  # a method config's size knob: LoRA / adapter rank, prefix length, FT^Top-k layers
+# The config key that sizes a method, first match wins (LoRA and adapters: r; prefixes: l_p; FT^Top2: top); the
+# record-side twin of each method's `size_param` (methods/), kept here so that reading records never imports torch.
+SIZE_KEYS = ("r", "l_p", "top")
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -78,3 +78,11 @@ def test_budget_runs_end_to_end(tiny_overrides, tmp_path):
     assert record["config"]["method"]["budget"] == 1000
     # the record keeps the size the budget picked (tiny-bert L=2, d=32: 2·(2·32·r + r + 32) = 974 at r=7)
     assert record["method_config"]["r"] == 7 and record["config"]["method"]["r"] == 16
+
+
+def test_the_record_side_size_keys_cover_every_methods_size_param():
+    """harness.results.SIZE_KEYS (report labels, W&B tags) is the record-side list of the methods' size knobs."""
+    from harness import results
+
+    methods.names()  # imports every method module
+    assert {m.size_param for m in methods.REGISTRY.values() if m.size_param} <= set(results.SIZE_KEYS)
