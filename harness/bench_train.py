@@ -20,7 +20,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF = Path(__file__).resolve().parent.parent / "conf"
+from harness import catalog
+
+CONF = catalog.CONF_DIR
 
 
 def _method_cfg(name: str, overrides: list[str]) -> dict:
@@ -38,7 +40,7 @@ def measure(model_name: str, method_name: str, batch: int, seq: int, steps: int,
     import methods
     from harness.models import ModelInfo, load_classifier
     from harness.run import count_params
-    from harness.train import param_groups, peak_memory_bytes
+    from harness.train.loop import param_groups, peak_memory_bytes
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)

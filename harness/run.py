@@ -25,12 +25,12 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness import flags, outputs, results, tasks, validate
-from harness.checkpoint import Checkpoints
+from harness import catalog, flags, outputs, results, tasks, validate
+from harness.train.checkpoint import Checkpoints
 from harness.errors import HarnessError
 from harness.models import ModelInfo
 from harness.tracking import NullTracker, make_tracker, run_tags
-from harness.train import Diverged, TrainResult, fit
+from harness.train.loop import Diverged, TrainResult, fit
 
 log = logging.getLogger("harness")
 FAILURES: list[tuple[str, int]] = []   # (output dir, exit code) of runs in this process that did not complete
@@ -196,7 +196,7 @@ def print_summary(record: dict) -> None:
         print(f"  W&B run:    {record['tracking']['wandb_dir']}  (upload later with `wandb sync`)")
 
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+CONF_DIR = str(catalog.CONF_DIR)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")

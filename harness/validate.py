@@ -28,7 +28,7 @@ from harness import tasks
 from harness.errors import ConfigError, HarnessError, unknown_choice
 from harness.metrics import glue as glue_metrics
 from harness.models import ModelInfo, package_dir, pooling_of
-from harness.train import TrainerConfig, trainer_config
+from harness.train.config import TrainerConfig, trainer_config
 
 log = logging.getLogger(__name__)
 MODEL_KEYS = ("name", "arch", "source", "weight_types", "layer_pattern", "num_layers", "d_model")

@@ -142,6 +142,14 @@ def names() -> list[str]:
     return sorted(REGISTRY)
 
 
+def size_param(name: str) -> str | None:
+    """The Config field that sizes method `name` (LoRA and adapters: r; prefixes: l_p; FT^Top2: top), None for a
+    method without one (full fine-tuning, BitFit) or a name not registered: the registry is the one source."""
+    _import_all()
+    method = REGISTRY.get(name)
+    return method.size_param if method else None
+
+
 def _import_all():
     for info in pkgutil.iter_modules(__path__):
         if not info.name.startswith("_"):

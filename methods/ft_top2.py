@@ -22,7 +22,7 @@ def top_layers(cfg: Config, info) -> set[int]:
     return set(range(info.num_layers - cfg.top, info.num_layers))
 
 
-@register("ft_top2", Config)
+@register("ft_top2", Config, size_param="top")
 def apply(model, cfg: Config, info):
     layers = top_layers(cfg, info)
     for name, p in model.named_parameters():

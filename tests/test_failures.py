@@ -13,7 +13,8 @@ from torch import nn
 import harness.run
 from harness.run import run
 from harness.tracking import NullTracker
-from harness.train import Diverged, TrainerConfig, fit
+from harness.train.config import TrainerConfig
+from harness.train.loop import Diverged, fit
 from tests.conftest import REPO, compose_cfg
 
 # A train-time crash: 4 positions cannot embed the fixture's sentences (BERT adds position to token embeddings).

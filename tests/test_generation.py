@@ -19,7 +19,7 @@ from harness.run import run
 from harness.score import main as score_main
 from harness.tasks import generation
 from harness.tracking import NullTracker
-from harness.train import TrainerConfig
+from harness.train.config import TrainerConfig
 from tests.conftest import compose_cfg
 from tests.test_wikisql import QUESTIONS, write_fixture
 

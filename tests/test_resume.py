@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from harness import outputs
-from harness.checkpoint import Checkpoints
+from harness.train.checkpoint import Checkpoints
 from harness.run import run
 from tests.conftest import compose_cfg, write_glue_fixture
 

@@ -11,7 +11,7 @@ from hydra import compose, initialize_config_dir
 from harness.run import CONF_DIR
 from tests.conftest import REPO
 
-SWEEPS = sorted(p.stem for p in (REPO / "sweeps").glob("*.yaml"))
+SWEEPS = sorted(p.stem for p in (Path(CONF_DIR) / "sweep").glob("*.yaml"))
 CHOICES = {group: {p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml")} for group in ("model", "method")}
 CHOICES["task"] = {f"glue/{p.stem}" for p in (Path(CONF_DIR) / "task" / "glue").glob("*.yaml")} | {
     p.stem for p in (Path(CONF_DIR) / "task").glob("*.yaml")}
