@@ -4,33 +4,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
 import platform
 import subprocess
-import tempfile
 import traceback
 from importlib import metadata
 from pathlib import Path
 
+from harness.io import read_json
+from harness.train.config import NOT_IDENTITY
+
 SCHEMA_VERSION = 1
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "peft", "hydra-core", "wandb", "numpy", "scikit-learn",
             "scipy", "sacrebleu", "lora-harness")
-# The config key that sizes a method, first match wins (LoRA and adapters: r; prefixes: l_p; FT^Top2: top); the
-# record-side twin of each method's `size_param` (methods/), kept here so that reading records never imports torch.
-SIZE_KEYS = ("r", "l_p", "top")
 REPO = Path(__file__).resolve().parent.parent
 
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def size_key(method_cfg: dict) -> str | None:
-    """Which setting sizes this method's run: `budget` when set (the method then picks its own r / l_p), else its
-    first size knob that is set, else None (full fine-tuning, BitFit)."""
-    if method_cfg.get("budget") is not None:
-        return "budget"
-    return next((k for k in SIZE_KEYS if method_cfg.get(k) is not None), None)
 
 
 def flatten(tree: dict, prefix: str = "", sep: str = ".") -> dict:
@@ -55,30 +45,21 @@ def unflatten(flat: dict, sep: str = ".") -> dict:
     return out
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(obj, handle, indent=2, sort_keys=False, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# Keys that say how a run is shown, never what it computes: left out of its identity.
+DISPLAY_KEYS = {"method": ("label", "order"), "task": ("label", "report")}
 
 
 def run_id(config: dict) -> str:
-    """A run's identity: the hash of its resolved config, minus where it writes and how it reports progress."""
+    """A run's identity: the hash of its resolved config, minus where it writes, how it reports progress (the trainer
+    keys marked identity=False in harness/train/config.py) and how reports label it."""
     ident = json.loads(json.dumps(config, default=str))
-    ident.pop("hydra", None)
-    ident.pop("skip_completed", None)
-    ident.pop("resume", None)
-    for key in ("progress", "log_every", "cache_dir", "checkpoint_every", "keep_checkpoints"):
+    for key in ("hydra", "skip_completed", "resume"):
+        ident.pop(key, None)
+    for key in NOT_IDENTITY:
         ident.get("trainer", {}).pop(key, None)
+    for group, keys in DISPLAY_KEYS.items():
+        for key in keys:
+            (ident.get(group) or {}).pop(key, None)
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -122,7 +103,8 @@ def new_record(config: dict, output_dir: Path) -> dict:
         "error": None,
         "model": (config.get("model") or {}).get("name"),
         "task": (config.get("task") or {}).get("name"),
-        "task_family": (config.get("task") or {}).get("family"),
+        "task_family": (config.get("task") or {}).get("dataset"),   # the dataset module (glue, e2e, wikisql)
+        "task_kind": (config.get("task") or {}).get("kind"),
         "method": (config.get("method") or {}).get("name"),
         "experiment": config.get("experiment"),
         "seed": config.get("seed"),
@@ -140,7 +122,4 @@ def new_record(config: dict, output_dir: Path) -> dict:
 
 
 def read_record(path: Path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
+    return read_json(path)

@@ -9,6 +9,7 @@ import logging
 import os
 from pathlib import Path
 
+import methods
 from harness import results
 
 log = logging.getLogger(__name__)
@@ -66,12 +67,16 @@ def _has_credentials() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="ignore")
 
 
+def run_name(config: dict) -> str:
+    return f"{config['task']['name']}-{config['method']['name']}-s{config['seed']}"
+
+
 def run_tags(config: dict) -> list[str]:
     """model / task / method, and the size: `budget=<n>` when the method picks its size from a budget, else the
     method's own size knob (`r=8`, `l_p=16`, …) when it has one."""
     method = config.get("method") or {}
     tags = [config["model"]["name"], config["task"]["name"], method.get("name")]
-    key = results.size_key(method)
+    key = methods.size_key(method)
     if key:
         tags.append(f"{key}={method[key]}")
     return [str(t) for t in tags if t is not None]

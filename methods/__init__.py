@@ -33,8 +33,8 @@ from typing import Callable
 
 from harness.errors import ConfigError, unknown_choice
 
-# Keys every method yaml may carry that are not the method's own hyper-parameters.
-COMMON_KEYS = {"name", "lr", "budget"}
+# Keys every method yaml may carry that are not the method's own hyper-parameters (label and order: how reports show it).
+COMMON_KEYS = {"name", "lr", "budget", "label", "order"}
 log = logging.getLogger("harness")
 
 
@@ -47,9 +47,25 @@ class Method:
     save: Callable | None = None
     size_param: str | None = None
     count: Callable | None = None
+    budget: int | None = None         # method.budget: trainable parameters without the head, set by `build`
 
     def evaluating(self, model, cfg):
         return self.eval_context(model, cfg) if self.eval_context else contextlib.nullcontext()
+
+    def sized(self, cfg, info, model):
+        """The config to apply to `model`: `cfg` itself, or with `method.budget` a new one whose size parameter gives
+        the trainable count nearest the budget (the model is not changed)."""
+        if self.budget is None:
+            return cfg
+        size = fit_budget(self, cfg, info, model, self.budget)
+        cfg = dataclasses.replace(cfg, **{self.size_param: size})
+        count = trainable_count(self, cfg, info, model)
+        log.info("method.budget=%d: %s=%d (%d trainable parameters without the head)", self.budget, self.size_param,
+                 size, count)
+        if size == 1 and count > 2 * self.budget:
+            log.warning("method.budget=%d is below %s's smallest size: %s=1 has %d trainable parameters (the run "
+                        "uses it; the record's params say so)", self.budget, self.name, self.size_param, count)
+        return cfg
 
 
 REGISTRY: dict[str, Method] = {}
@@ -93,26 +109,11 @@ def build(method_cfg: dict) -> tuple[Method, object]:
             budget = int(budget)   # `method.budget=3e5`
         if not isinstance(budget, int) or isinstance(budget, bool) or budget <= 0:
             raise ConfigError(f"method.budget must be a positive integer (parameters), got {budget!r}")
-        method = dataclasses.replace(method, apply=_sized_apply(method, budget))
+        method = dataclasses.replace(method, budget=budget)
     return method, cfg
 
 
-def _sized_apply(method: Method, budget: int) -> Callable:
-    def apply(model, cfg, info):
-        size = fit_budget(method, cfg, info, model, budget)
-        setattr(cfg, method.size_param, size)
-        count = count_params(method, cfg, info, model)
-        log.info("method.budget=%d: %s=%d (%d trainable parameters without the head)", budget, method.size_param,
-                 size, count)
-        if size == 1 and count > 2 * budget:
-            log.warning("method.budget=%d is below %s's smallest size: %s=1 has %d trainable parameters (the run "
-                        "uses it; the record's params say so)", budget, method.name, method.size_param, count)
-        return method.apply(model, cfg, info)
-
-    return apply
-
-
-def count_params(method: Method, cfg, info, model) -> int:
+def trainable_count(method: Method, cfg, info, model) -> int:
     """Trainable parameters outside the task head that `method` with `cfg` gives `model` (the model is not changed)."""
     if method.count:
         return int(method.count(cfg, info, model))
@@ -123,7 +124,7 @@ def count_params(method: Method, cfg, info, model) -> int:
 def fit_budget(method: Method, cfg, info, model, budget: int, largest: int = 1 << 20) -> int:
     """The size value (≥ 1) whose parameter count is nearest `budget`; counts grow with the size, so bisect."""
     def at(size: int) -> int:
-        return count_params(method, dataclasses.replace(cfg, **{method.size_param: size}), info, model)
+        return trainable_count(method, dataclasses.replace(cfg, **{method.size_param: size}), info, model)
 
     hi = 1
     while at(hi) < budget and hi < largest:
@@ -150,7 +151,23 @@ def size_param(name: str) -> str | None:
     return method.size_param if method else None
 
 
+def size_key(method_cfg: dict) -> str | None:
+    """Which setting sizes a run of this method config (its label in reports, its W&B tag): `budget` when set (the
+    method then picks its own size), else the method's size parameter when the config sets it, else None."""
+    if method_cfg.get("budget") is not None:
+        return "budget"
+    key = size_param(method_cfg.get("name"))
+    return key if key and method_cfg.get(key) is not None else None
+
+
+_imported = False
+
+
 def _import_all():
-    for info in pkgutil.iter_modules(__path__):
-        if not info.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{info.name}")
+    """Import every method module once (each registers itself)."""
+    global _imported
+    if not _imported:
+        for info in pkgutil.iter_modules(__path__):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{__name__}.{info.name}")
+        _imported = True

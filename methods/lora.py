@@ -9,13 +9,17 @@ paper adapts Wq and Wv only. For inference the update is merged into W₀ (no ad
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from harness.train.checkpoint import trainable_state
 from methods import register
 
 INITS = ("gaussian", "kaiming")
@@ -239,13 +243,22 @@ def count(cfg: Config, info, model: nn.Module) -> int:
     return total
 
 
-def _save(model, cfg, info, folder):
-    from methods import lora_io
+def save_adapter(model, cfg: Config, info, folder) -> Path:
+    """The method's artifact: only what trains (LoRA matrices, the task head, biases when asked) as safetensors, and
+    the config and layout needed to rebuild the layers (methods/lora_io.py loads it back and exports it)."""
+    from safetensors.torch import save_file
 
-    lora_io.save_adapter(model, cfg, info, folder)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {name: tensor.contiguous() for name, tensor in trainable_state(model).items()}
+    save_file(state, str(folder / "adapter.safetensors"))
+    layout = {name: module.slices for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+    meta = {"method": "lora", "model": info.name, "config": dataclasses.asdict(cfg), "layout": layout}
+    (folder / "adapter_config.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return folder
 
 
-@register("lora", Config, eval_context=merged, save=_save, size_param="r", count=count)
+@register("lora", Config, eval_context=merged, save=save_adapter, size_param="r", count=count)
 def apply(model, cfg: Config, info):
     inject(model, cfg, info)
     return model

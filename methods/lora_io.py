@@ -1,30 +1,15 @@
-"""LoRA artifacts: the adapter alone (safetensors + config, KBs not MBs), loaded back with an exact key-set check;
-an export to a peft adapter folder (`peft.PeftModel.from_pretrained` loads it); a merged full model for inference."""
+"""LoRA artifacts: the adapter saved by `methods.lora.save_adapter` (safetensors + config) loaded back with an exact
+key-set check; an export to a peft adapter folder (`peft.PeftModel.from_pretrained` loads it); a merged full model for inference."""
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from harness.train.checkpoint import trainable_state
 from methods.lora import Config, LoraLayer, inject, lora_layers, unwrap_merged
-
-
-def _trainable_state(model) -> dict[str, torch.Tensor]:
-    return {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def save_adapter(model, cfg: Config, info, folder) -> Path:
-    """Only what trains (LoRA matrices, the task head, biases when asked) + the config needed to rebuild the layers."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    save_file(_trainable_state(model), str(folder / "adapter.safetensors"))
-    layout = {name: module.slices for name, module in model.named_modules() if isinstance(module, LoraLayer)}
-    meta = {"method": "lora", "model": info.name, "config": dataclasses.asdict(cfg), "layout": layout}
-    (folder / "adapter_config.json").write_text(json.dumps(meta, indent=2) + "\n")
-    return folder
 
 
 def load_adapter(model, info, folder):
@@ -33,11 +18,9 @@ def load_adapter(model, info, folder):
     meta = json.loads((folder / "adapter_config.json").read_text())
     cfg = Config(**meta["config"])
     inject(model, cfg, info)
-    for name, p in model.named_parameters():  # the task head was trained too
-        if info.is_head(name):
-            p.requires_grad_(True)
+    info.train_head(model)  # the task head was trained too
     state = load_file(str(folder / "adapter.safetensors"))
-    expected = set(_trainable_state(model))
+    expected = set(trainable_state(model))
     if set(state) != expected:
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         raise KeyError(f"{folder}: adapter keys do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

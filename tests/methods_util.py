@@ -3,7 +3,8 @@ import torch
 from omegaconf import OmegaConf
 
 import methods
-from harness.models import ModelInfo, load_classifier
+from harness.models.classifier import load_classifier
+from harness.models.info import ModelInfo
 from tests.conftest import compose_cfg
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import methods
-from harness.bench_latency import main_latency, measure, parse_grid
+from harness.bench.latency import main_latency, measure, parse_grid
 from tests.methods_util import adapt, tiny_classifier
 
 

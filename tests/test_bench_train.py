@@ -2,7 +2,7 @@
 import json
 
 from harness.bench import main as bench_main
-from harness.bench_train import main_train
+from harness.bench.train import main_train
 
 import pytest
 

@@ -1,11 +1,12 @@
 """The budget knob (`method.budget=<params>`): the size value whose parameter count (without the head) is nearest."""
 import dataclasses
+import json
 
 import pytest
 
 import methods
 from harness.errors import ConfigError
-from harness.run import run
+from harness.runner import run
 from tests.conftest import compose_cfg
 from tests.methods_util import tiny_classifier as tiny, trainable_no_head
 
@@ -20,6 +21,7 @@ from tests.methods_util import tiny_classifier as tiny, trainable_no_head
 def test_budget_picks_the_nearest_size(name, budget, size, count, caplog):
     model, info = tiny()
     method, cfg = methods.build({"name": name, "budget": budget})
+    cfg = method.sized(cfg, info, model)
     model = method.apply(model, cfg, info)
     assert getattr(cfg, methods.REGISTRY[name].size_param) == size
     assert trainable_no_head(model, info) == count
@@ -46,6 +48,7 @@ def test_without_a_count_function_the_knob_counts_a_copy(monkeypatch):
     monkeypatch.setitem(methods.REGISTRY, "adapter_p_uncounted",
                         dataclasses.replace(methods.REGISTRY["adapter_p"], name="adapter_p_uncounted", count=None))
     method, cfg = methods.build({"name": "adapter_p_uncounted", "budget": 1000})
+    cfg = method.sized(cfg, info, model)
     model = method.apply(model, cfg, info)
     assert cfg.r == 7 and trainable_no_head(model, info) == 974
 
@@ -57,6 +60,7 @@ def test_lora_follows_the_contract():
         pytest.skip("lora is not registered with size_param yet")
     model, info = tiny()
     method, cfg = methods.build({"name": "lora", "budget": 1000, "targets": ["q", "v"]})
+    cfg = method.sized(cfg, info, model)
     model = method.apply(model, cfg, info)
     assert cfg.r == 4 and trainable_no_head(model, info) == 2 * 4 * 32 * 4   # 2·L̂·d·r, L̂ = 2 layers × (q, v)
 
@@ -76,13 +80,23 @@ def test_budget_runs_end_to_end(tiny_overrides, tmp_path):
     record = run(compose_cfg(*tiny_overrides, "method=adapter_p", "method.budget=1000", "trainer.epochs=1"), tmp_path)
     assert record["status"] == "completed" and record["params"]["trainable_no_head"] == 974
     assert record["config"]["method"]["budget"] == 1000
-    # the record keeps the size the budget picked (tiny-bert L=2, d=32: 2·(2·32·r + r + 32) = 974 at r=7)
-    assert record["method_config"]["r"] == 7 and record["config"]["method"]["r"] == 16
+    # the record holds one r, the one the budget picked and that trained (tiny-bert L=2, d=32: 2·(2·32·r + r + 32) =
+    # 974 at r=7), not the yaml's 16 beside it
+    assert record["config"]["method"]["r"] == 7 and "method_config" not in record
+    assert json.loads((tmp_path / "run.json").read_text())["config"]["method"]["r"] == 7
 
 
-def test_the_record_side_size_keys_cover_every_methods_size_param():
-    """harness.results.SIZE_KEYS (report labels, W&B tags) is the record-side list of the methods' size knobs."""
-    from harness import results
+def test_sizing_returns_a_new_config_and_leaves_the_built_one_alone():
+    model, info = tiny()
+    method, cfg = methods.build({"name": "adapter_p", "budget": 1000})
+    sized = method.sized(cfg, info, model)
+    assert (cfg.r, sized.r) == (16, 7) and sized is not cfg
 
-    methods.names()  # imports every method module
-    assert {m.size_param for m in methods.REGISTRY.values() if m.size_param} <= set(results.SIZE_KEYS)
+
+def test_size_keys_come_from_the_registry():
+    """Report labels and W&B tags read a run's size setting through the registry's size_param, the one source."""
+    assert methods.size_key({"name": "lora", "r": 8}) == "r"
+    assert methods.size_key({"name": "prefix_layer", "l_p": 16}) == "l_p"
+    assert methods.size_key({"name": "ft_top2", "top": 2}) == "top"
+    assert methods.size_key({"name": "adapter_h", "r": 8, "budget": 5000}) == "budget"
+    assert methods.size_key({"name": "full_ft"}) is None and methods.size_key({"name": "bitfit"}) is None

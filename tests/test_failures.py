@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-import harness.run
-from harness.run import run
+import harness.runner
+from harness.runner import run
 from harness.tracking import NullTracker
 from harness.train.config import TrainerConfig
 from harness.train.loop import Diverged, fit
@@ -69,7 +69,7 @@ class RecordingTracker(NullTracker):
 
 def test_a_failed_run_is_logged_to_the_tracker(tiny_overrides, tmp_path, monkeypatch):
     tracker = RecordingTracker()
-    monkeypatch.setattr(harness.run, "make_tracker", lambda *a, **k: tracker)
+    monkeypatch.setattr(harness.runner, "make_tracker", lambda *a, **k: tracker)
     with pytest.raises(Exception):
         run(compose_cfg(*tiny_overrides, CRASHES_IN_TRAINING), tmp_path)
     assert tracker.summaries[-1]["status"] == "failed" and tracker.summaries[-1]["error"]

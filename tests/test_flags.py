@@ -8,7 +8,7 @@ from torch import nn
 
 import methods
 from harness.flags import Evaluation, at_chance, flags, loss_ends, prediction_stats
-from harness.run import run
+from harness.runner import run
 from tests.conftest import compose_cfg
 
 

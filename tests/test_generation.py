@@ -12,12 +12,15 @@ import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
 
-import harness.run
-from harness.causal_lm import load_causal_lm, load_tokenizer, special_ids
+import harness.runner
+from harness.models.causal_lm import load_causal_lm, special_ids
+from harness.models.source import load_tokenizer
 from harness.errors import ConfigError, DataError, HarnessError
-from harness.run import run
+from harness.runner import run
 from harness.score import main as score_main
-from harness.tasks import generation
+from harness.tasks import decoding, generation
+from harness.tasks.config import GenerationConfig, task_config
+from harness.tasks.pipeline import EvalItem
 from harness.tracking import NullTracker
 from harness.train.config import TrainerConfig
 from tests.conftest import compose_cfg
@@ -88,7 +91,7 @@ class RecordingTracker(NullTracker):
 @pytest.fixture
 def tracker(monkeypatch) -> RecordingTracker:
     recording = RecordingTracker()
-    monkeypatch.setattr(harness.run, "make_tracker", lambda *a, **k: recording)
+    monkeypatch.setattr(harness.runner, "make_tracker", lambda *a, **k: recording)
     return recording
 
 
@@ -102,12 +105,12 @@ def tiny(model: str = "tiny-gpt2"):
 def test_prompt_tokens_are_masked_and_eos_is_learned():
     _, tok = tiny()
     eos, pad = special_ids(tok)
-    enc = generation.encode_pair(tok, "name : Zizzi ||", "Zizzi is nice.", 64, eos)
+    enc = decoding.encode_pair(tok, "name : Zizzi ||", "Zizzi is nice.", 64, eos)
     prompt = tok("name : Zizzi ||", add_special_tokens=False)["input_ids"]
     target = tok(" Zizzi is nice.", add_special_tokens=False)["input_ids"]
     assert enc["input_ids"] == prompt + target + [eos]
     assert enc["labels"] == [-100] * len(prompt) + target + [eos]
-    batch = generation.make_collate(pad)([enc, generation.encode_pair(tok, "a ||", "b", 64, eos)])
+    batch = decoding.make_collate(pad)([enc, decoding.encode_pair(tok, "a ||", "b", 64, eos)])
     short = len(tok("a ||", add_special_tokens=False)["input_ids"]) + 2
     assert batch["attention_mask"][1].tolist() == [1] * short + [0] * (len(enc["input_ids"]) - short)
     assert (batch["labels"][1, short:] == -100).all() and (batch["input_ids"][1, short:] == pad).all()
@@ -119,9 +122,9 @@ def test_loss_counts_target_tokens_only_with_label_smoothing():
     labels = torch.tensor([[-100, -100, 3, 4, 6]])  # two prompt tokens, then the target
     # position i predicts token i+1: positions 1, 2, 3 predict 3, 4, 6
     by_hand = -torch.log_softmax(logits[0, [1, 2, 3]], -1)[[0, 1, 2], [3, 4, 6]].mean()
-    assert torch.allclose(generation.token_loss(logits, labels), by_hand)
+    assert torch.allclose(decoding.token_loss(logits, labels), by_hand)
     smoothed = F.cross_entropy(logits[0, [1, 2, 3]], torch.tensor([3, 4, 6]), label_smoothing=0.1)
-    assert torch.allclose(generation.token_loss(logits, labels, 0.1), smoothed)
+    assert torch.allclose(decoding.token_loss(logits, labels, 0.1), smoothed)
     assert not torch.allclose(smoothed, by_hand)
 
 
@@ -129,25 +132,25 @@ def test_label_smoothing_from_the_task_config_reaches_the_loss(e2e_dir, tmp_path
     cfg = compose_cfg("model=tiny-gpt2", "task=e2e", *overrides(e2e_dir, tmp_path, "task.label_smoothing=0.3"))
     task, mcfg = (OmegaConf.to_container(cfg[k], resolve=True) for k in ("task", "model"))
     tcfg = TrainerConfig(**OmegaConf.to_container(cfg.trainer, resolve=True))
-    pipeline = generation.build(task, mcfg, tcfg)
+    pipeline = generation.build(task_config(task), mcfg, tcfg)
     torch.manual_seed(0)
     model = pipeline.build_model().eval()  # no dropout: two forward passes must agree
     batch = pipeline.collate([pipeline.train[i] for i in range(3)])
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     loss = pipeline.loss_fn(model, batch)
-    assert torch.allclose(loss, generation.token_loss(logits, batch["labels"], 0.3))
-    assert not torch.allclose(loss, generation.token_loss(logits, batch["labels"], 0.0))
+    assert torch.allclose(loss, decoding.token_loss(logits, batch["labels"], 0.3))
+    assert not torch.allclose(loss, decoding.token_loss(logits, batch["labels"], 0.0))
     assert pipeline.select_on == "token_accuracy"  # decoding only after training, by default
 
 
 def test_long_targets_are_cut_loudly_and_long_prompts_refused(caplog):
     _, tok = tiny()
     eos, _ = special_ids(tok)
-    ds = generation.tokenize_pairs([("a ||", "word " * 50), ("a ||", "short")], tok, 16, eos)
+    ds = decoding.tokenize_pairs([("a ||", "word " * 50), ("a ||", "short")], tok, 16, eos)
     assert [len(x) for x in ds["input_ids"]] == [16, len(tok("a || short", add_special_tokens=False)["input_ids"]) + 1]
     assert "1 of 2 targets cut at trainer.max_seq_len=16" in caplog.text
     with pytest.raises(DataError, match="leaves no room for its target within trainer.max_seq_len=4"):
-        generation.encode_pair(tok, "name : a very long prompt ||", "x", 4, eos)
+        decoding.encode_pair(tok, "name : a very long prompt ||", "x", 4, eos)
 
 
 @pytest.mark.parametrize("override,message", [
@@ -169,16 +172,16 @@ def test_batched_left_padded_decoding_equals_one_at_a_time(model_name, beams):
     torch.manual_seed(0)
     model = load_causal_lm(mcfg).eval()
     prompts = ["name : the eagle ||", "name : zizzi | food : french | area : city centre ||", "a ||"]
-    gcfg = generation.GenerationConfig(num_beams=beams, max_new_tokens=6, batch_size=3, no_repeat_ngram_size=0)
-    batched = generation.generate(model, tok, prompts, gcfg, progress=False)
-    single = generation.GenerationConfig(num_beams=beams, max_new_tokens=6, batch_size=1, no_repeat_ngram_size=0)
-    assert batched == generation.generate(model, tok, prompts, single, progress=False)
+    gcfg = GenerationConfig(num_beams=beams, max_new_tokens=6, batch_size=3, no_repeat_ngram_size=0)
+    batched = decoding.generate(model, tok, prompts, gcfg, progress=False)
+    single = GenerationConfig(num_beams=beams, max_new_tokens=6, batch_size=1, no_repeat_ngram_size=0)
+    assert batched == decoding.generate(model, tok, prompts, single, progress=False)
     assert all("\n" not in out for out in batched)
 
 
 def test_one_line_keeps_the_first_non_empty_line():
-    assert generation.one_line("\n  SELECT a   FROM table \nmore") == "SELECT a FROM table"
-    assert generation.one_line("   ") == ""
+    assert decoding.one_line("\n  SELECT a   FROM table \nmore") == "SELECT a FROM table"
+    assert decoding.one_line("   ") == ""
 
 
 # --- runs end to end ------------------------------------------------------------------------------------------------
@@ -298,13 +301,11 @@ def test_cli_bad_data_is_one_line_and_exit_2(tmp_path):
 def test_after_run_decodes_the_final_model_when_the_best_generations_were_not_kept(monkeypatch, tmp_path):
     """A run resumed after its best epoch (decoding every epoch) no longer holds that epoch's generations: the final
     model is decoded and becomes the result, so generations.txt still matches metrics.best."""
-    from harness.tasks.generation_data import GenData
-
-    data = GenData(train_pairs=[], eval_inputs=["q1", "q2"], eval_prompts=["p1", "p2"], eval_pairs=[],
-                   first_references=["r1", "r2"], references_text="r1\nr2\n",
-                   score=lambda outs: {"acc": sum(o == "right" for o in outs) / len(outs)})
-    monkeypatch.setattr(generation, "generate", lambda *args, **kwargs: ["right", "wrong"])
-    decoder = generation.Decoder(data, None, generation.GenerationConfig(), "acc", progress=False)
+    data = generation.EvalSet(items=[EvalItem("q1", {}, ["r1"]), EvalItem("q2", {}, ["r2"])], prompts=["p1", "p2"],
+                              score=lambda outs: {"acc": sum(o == "right" for o in outs) / len(outs)},
+                              references_text="r1\nr2\n")
+    monkeypatch.setattr(decoding, "generate", lambda *args, **kwargs: ["right", "wrong"])
+    decoder = generation.Decoder(data, None, GenerationConfig(), "acc", progress=False)
     record = {"metrics": {"best": {"acc": 1.0}, "best_epoch": 1, "per_epoch": [
         {"epoch": 1, "step": 5, "train_loss": 2.0, "acc": 1.0}, {"epoch": 2, "step": 10, "train_loss": 1.0, "acc": 0.9}]}}
     tracker = RecordingTracker()

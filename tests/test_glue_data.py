@@ -11,20 +11,22 @@ TASKS = ["sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb", "mnli"]
 def task_cfg(name, data_dir):
     from omegaconf import OmegaConf
 
+    from harness.tasks.config import task_config
+
     cfg = compose_cfg(f"task=glue/{name}", f"task.data_dir={data_dir}")
-    return OmegaConf.to_container(cfg.task, resolve=True)
+    return task_config(OmegaConf.to_container(cfg.task, resolve=True))
 
 
 @pytest.mark.parametrize("name", TASKS)
 def test_every_task_reads_its_official_layout(name, glue_dir):
     task = task_cfg(name, glue_dir)
-    for split in [task["splits"]["train"], *task["splits"]["eval"]]:
-        cols, source = glue.load_split(task, split)
+    for split in [task.splits["train"], *task.splits["eval"]]:
+        cols, source = glue.read(task, split)
         assert len(cols["label"]) == 32
         assert len(source["sha256"]) == 64
         pair_task = name not in ("sst2", "cola")
         assert (cols["text_b"][0] is not None) == pair_task
-    cols, _ = glue.load_split(task, task["splits"]["train"])
+    cols, _ = glue.read(task, task.splits["train"])
     if name == "stsb":
         assert cols["label"][:3] == [5.0, -0.25, 4.5]  # float regression targets from the `score` column
     elif name == "mnli":
@@ -39,7 +41,7 @@ def test_every_task_reads_its_official_layout(name, glue_dir):
 
 def test_mrpc_bom_header_and_gzip_sst2(glue_dir):
     assert (glue_dir / "glue" / "SST-2" / "train.tsv.gz").exists()
-    cols, _ = glue.load_split(task_cfg("mrpc", glue_dir), "train")
+    cols, _ = glue.read(task_cfg("mrpc", glue_dir), "train")
     assert cols["text_b"][1] == "something else"
 
 
@@ -48,7 +50,7 @@ def test_malformed_line_names_file_and_line(tmp_path):
     (tmp_path / "glue" / "RTE" / "train.tsv").write_text(
         "index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tonly two fields\n")
     with pytest.raises(DataError, match=r"RTE/train\.tsv:3: malformed line: expected 4 tab-separated fields, got 2"):
-        glue.load_split(task_cfg("rte", tmp_path), "train")
+        glue.read(task_cfg("rte", tmp_path), "train")
 
 
 def test_unknown_label_and_empty_split(tmp_path):
@@ -56,15 +58,15 @@ def test_unknown_label_and_empty_split(tmp_path):
     folder.mkdir(parents=True)
     (folder / "train.tsv").write_text("sentence\tlabel\nfine\t7\n")
     with pytest.raises(DataError, match=r"train\.tsv:2: unknown label '7'; valid labels: \['0', '1'\]"):
-        glue.load_split(task_cfg("sst2", tmp_path), "train")
+        glue.read(task_cfg("sst2", tmp_path), "train")
     (folder / "dev.tsv").write_text("sentence\tlabel\n")
     with pytest.raises(DataError, match=r"dev\.tsv: split is empty"):
-        glue.load_split(task_cfg("sst2", tmp_path), "dev")
+        glue.read(task_cfg("sst2", tmp_path), "dev")
 
 
 def test_missing_file_names_path_and_env_var(tmp_path):
     with pytest.raises(DataError) as err:
-        glue.load_split(task_cfg("cola", tmp_path), "train")
+        glue.read(task_cfg("cola", tmp_path), "train")
     message = str(err.value)
     assert str(tmp_path / "glue" / "CoLA" / "train.tsv") in message and "HARNESS_DATA_DIR" in message
 
@@ -75,7 +77,7 @@ def test_missing_file_names_path_and_env_var(tmp_path):
 def test_real_glue_files_match_official_counts(folder, split, rows, positives):
     data = shared_data_or_skip()
     name = {"SST-2": "sst2", "MRPC": "mrpc", "RTE": "rte", "QNLI": "qnli"}[folder]
-    cols, _ = glue.load_split(task_cfg(name, data), split)
+    cols, _ = glue.read(task_cfg(name, data), split)
     assert len(cols["label"]) == rows
     # SST-2/MRPC count label 1; RTE/QNLI count `entailment` (id 0). Figures from ../shared/data/glue/SOURCE.md.
     target = 0 if name in ("rte", "qnli") else 1

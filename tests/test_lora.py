@@ -10,8 +10,8 @@ from transformers import (BertConfig, BertForSequenceClassification, GPT2Config,
                           LlamaForCausalLM, RobertaConfig, RobertaForSequenceClassification)
 
 import methods
-from harness.models import ModelInfo
-from harness.run import run
+from harness.models.info import ModelInfo
+from harness.runner import run
 from methods import lora, lora_io
 from tests.conftest import compose_cfg
 
@@ -226,7 +226,7 @@ def test_adapter_save_load_roundtrip_and_exports(tmp_path):
         p.requires_grad_(p.requires_grad or info.is_head(name))
     randomise(model)
     expected = logits(model)
-    folder = lora_io.save_adapter(model, cfg, info, tmp_path / "adapter")
+    folder = lora.save_adapter(model, cfg, info, tmp_path / "adapter")
     assert (folder / "adapter.safetensors").stat().st_size < 100_000
     loaded, _ = lora_io.load_adapter(tiny("bert"), info, folder)
     torch.testing.assert_close(logits(loaded), expected, atol=0, rtol=0)
@@ -244,7 +244,7 @@ def test_adapter_save_load_roundtrip_and_exports(tmp_path):
 def test_load_adapter_checks_the_exact_key_set(tmp_path):
     model, cfg = ours("bert", targets=["q", "v"])
     info = info_for("bert")
-    folder = lora_io.save_adapter(model, cfg, info, tmp_path / "a")
+    folder = lora.save_adapter(model, cfg, info, tmp_path / "a")
     meta = json.loads((folder / "adapter_config.json").read_text())
     meta["config"]["targets"] = ["q", "k", "v"]
     (folder / "adapter_config.json").write_text(json.dumps(meta))
@@ -275,6 +275,7 @@ def test_budget_knob_spreads_one_budget_over_weight_types(targets, r):
     method, cfg = methods.build({"name": "lora", "targets": targets, "budget": 36864})
     model = _meta_encoder(384, 6, 12, 1536)
     info = ModelInfo("x", "bert", ENCODER_TYPES, r"\.layer\.(\d+)\.", 6, 384, ["classifier", "bert.pooler"])
+    cfg = method.sized(cfg, info, model)
     method.apply(model, cfg, info)
     assert cfg.r == r
     assert sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and "lora_" in n) == 36864

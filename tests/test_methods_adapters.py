@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 
 import methods
 from harness.errors import ConfigError
-from harness.models import ModelInfo
-from harness.run import run
+from harness.models.info import ModelInfo
+from harness.runner import run
 from methods.adapters import Adapted
 from tests.conftest import compose_cfg
 from tests.methods_util import adapt, tiny_classifier as tiny, train_steps, trainable_no_head
@@ -135,7 +135,7 @@ def test_tiny_roberta_adapters_start_at_the_base_model(batch):
 @pytest.mark.parametrize("model_name", ["tiny-gpt2", "tiny-llama"])
 @pytest.mark.parametrize("name", VARIANTS)
 def test_decoders_start_at_the_base_model_and_count_their_own_norms(name, model_name):
-    from harness.causal_lm import load_causal_lm
+    from harness.models.causal_lm import load_causal_lm
 
     mcfg = OmegaConf.to_container(compose_cfg(f"model={model_name}").model, resolve=True)
     torch.manual_seed(0)

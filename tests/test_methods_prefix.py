@@ -7,8 +7,8 @@ import torch
 
 import methods
 from harness.errors import ConfigError
-from harness.models import ModelInfo
-from harness.run import run
+from harness.models.info import ModelInfo
+from harness.runner import run
 from methods.prefix import layout, prefix_positions
 from tests.conftest import compose_cfg
 from tests.methods_util import adapt, tiny_classifier as tiny, train_steps

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from harness.errors import ConfigError
-from harness.models import MeanPooler
+from harness.models.classifier import MeanPooler
 from tests.methods_util import adapt, tiny_classifier as tiny
 from tests.test_methods_prefix import ids_and_mask
 

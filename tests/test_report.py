@@ -5,7 +5,8 @@ import math
 import pandas as pd
 import pytest
 
-from harness import report, report_tables as rt
+from harness import report
+from harness.report import tables as rt
 
 HEADLINE = {"sst2": "accuracy", "rte": "accuracy", "cola": "matthews_corr", "stsb": "pearson", "e2e": "bleu",
             "wikisql": "logical_form_acc"}

@@ -1,7 +1,7 @@
 """The paper's numbers as data: the loader, the name maps, and transcription checks against the paper's own sums."""
 import pytest
 
-from harness import paper
+from harness.report import paper
 
 
 def test_every_table_is_loaded():

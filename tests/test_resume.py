@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from harness import outputs
 from harness.train.checkpoint import Checkpoints
-from harness.run import run
+from harness.runner import run
 from tests.conftest import compose_cfg, write_glue_fixture
 
 LEARNS = ["method=full_ft", "trainer.lr=3e-3"]  # the tiny BERT learns the fixture within a few epochs at this rate

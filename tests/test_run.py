@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from harness.errors import ConfigError
-from harness.run import run
+from harness.runner import run
 from tests.conftest import REPO, compose_cfg
 
 RECORD_KEYS = {"status", "error", "model", "task", "method", "seed", "config", "params", "metrics", "cost", "provenance"}

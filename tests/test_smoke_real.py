@@ -1,7 +1,7 @@
 """Real-model smoke tests: the embedded MiniLM on the real SST-2 files in ../shared/data (slow: loads the model)."""
 import pytest
 
-from harness.run import run
+from harness.runner import run
 from tests.conftest import compose_cfg, shared_data_or_skip
 
 # all-MiniLM-L6-v2: 6 layers, d = 384, FFN 1536. BitFit's biases: embeddings LayerNorm 384 + per layer

@@ -10,9 +10,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from harness.causal_lm import converted_dir, default_cache_dir, file_sha256, gguf_path, load_causal_lm, load_tokenizer
+from harness.models.causal_lm import load_causal_lm
+from harness.models.gguf import converted_dir, default_cache_dir, file_sha256, gguf_path
+from harness.models.source import load_tokenizer
 from harness.errors import ConfigError
-from harness.models import ModelInfo
+from harness.models.info import ModelInfo
 from methods.lora import Config as LoraConfig
 from methods.lora import plan
 from tests.conftest import compose_cfg
@@ -28,9 +30,9 @@ def model_cfg(name: str) -> dict:
 def test_weight_types_and_modules_name_the_right_modules(yaml_name, tiny_name):
     """Each yaml's maps, applied to a tiny model of the same architecture (same module names): the paper's Wq, Wv are
     q/v slices of GPT-2's fused c_attn, and separate projections in Llama; adapter sites exist in every layer."""
-    info = ModelInfo.from_cfg(model_cfg(yaml_name))
     torch.manual_seed(0)
     model = load_causal_lm(model_cfg(tiny_name))
+    info = ModelInfo.from_cfg(model_cfg(yaml_name), model.config)  # the yaml's maps; sizes from the tiny model
     layout = plan(model, LoraConfig(r=4, targets=["q", "v"]), info)
     if tiny_name == "tiny-gpt2":  # d = 32: c_attn's output is [q | k | v], 32 each
         assert layout == {f"transformer.h.{i}.attn.c_attn": [(0, 32), (64, 32)] for i in range(2)}
@@ -91,3 +93,26 @@ def test_smollm2_gguf_is_converted_once_then_loads_fast_with_the_same_logits(tmp
     with torch.no_grad():
         assert torch.equal(first(ids).logits, second(ids).logits)
     assert not list((tmp_path / "cache" / "models").glob(".smollm2-*"))  # no temporary folder left behind
+
+
+def test_a_bad_target_on_smollm2_fails_at_start_up_before_the_gguf_weights_load(tmp_path):
+    """The method × model check runs on a weightless skeleton built from the GGUF file's metadata: nothing is
+    dequantised or converted (the cache holds no converted model afterwards), and the error names the targets."""
+    import subprocess
+    import sys
+
+    from tests.test_generation import write_e2e_fixture
+
+    data = write_e2e_fixture(tmp_path / "data")
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "harness.run", "model=smollm2", "task=e2e", "method=lora",
+                           "method.targets=[nonexistent]", "tracker=none", f"task.data_dir={data}",
+                           f"trainer.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'out'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "method.targets=['nonexistent']" in errors[0] and "model smollm2" in errors[0]
+    converted = [p.name for p in (tmp_path / "cache" / "models").glob("smollm2-*")]
+    assert converted == [], f"the GGUF weights were converted before the check: {converted}"
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "failed"
+    assert time.perf_counter() - started < 120

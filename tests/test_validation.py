@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-import harness.run
+import harness.runner
 from harness.errors import HarnessError
-from harness.run import run
+from harness.runner import run
 from tests.conftest import REPO, compose_cfg
 
 # (overrides, a substring the message must contain). EMPTY is a data folder whose SST-2 train split has only a header.
@@ -33,12 +33,14 @@ BAD_INPUTS = [
     ("method=lora +method.rank=8", "method.rank is not a lora setting; valid keys:"),
     ("method=bitfit method.name=bitfitt", "method.name='bitfitt' is not a valid choice. Did you mean bitfit?"),
     ("method=lora method.targets=[query_proj]", "method.targets=['query_proj'] (layers=None) match no module of model tiny-bert"),
-    ("method=prefix_layer model.num_layers=3", "model tiny-bert: layer_pattern finds layers [0, 1], expected 0..2"),
+    ("+model.num_layers=3", "model.num_layers=3 disagrees with the model's own config (2)"),
     ("method=adapter_h ~model.modules", "model tiny-bert has no `modules.attn_out`"),
     ("method=ft_top2 method.top=5", "method.top=5 exceeds the 2 layers of tiny-bert"),
     ("task.headline=f1", "task.headline='f1' is not among task.metrics ['accuracy']"),
     ("task.metrics=[accuracy,bleu]", "task.metrics has unknown metric 'bleu'; valid choices: accuracy"),
-    ("task.family=glu", "task.family='glu' is not a valid choice. Did you mean glue?"),
+    ("task.kind=clasification", "task.kind='clasification' is not a valid choice. Did you mean classification?"),
+    ("task.dataset=glu", "task.dataset='glu': cannot import module 'glu'"),
+    ("+task.glue_dirr=SST-2", "task.glue_dirr is not a setting of task 'sst2' (dataset glue); valid keys:"),
     ("task.data_dir=/nonexistent", "tried /nonexistent/glue/SST-2/train.tsv"),
     ("task.splits.train=missing", "glue/SST-2/missing.tsv"),
     ("task.data_dir=EMPTY", "EMPTY/glue/SST-2/train.tsv: split 'train' has no data rows"),
@@ -66,7 +68,7 @@ def test_bad_input_is_named_before_anything_loads(overrides, expected, tiny_over
     def no_loading(*args, **kwargs):
         raise AssertionError("data or a model was loaded before the config was validated")
 
-    monkeypatch.setattr(harness.run.tasks, "build", no_loading)
+    monkeypatch.setattr(harness.runner.tasks, "build", no_loading)
     overrides = [o.replace("EMPTY", str(empty_split_dir)) for o in overrides.split()]
     with pytest.raises(HarnessError) as caught:
         run(compose_cfg(*tiny_overrides, *overrides), tmp_path / "out")

@@ -9,11 +9,15 @@ from pathlib import Path
 
 import pytest
 
+from omegaconf import OmegaConf
+
 from harness.errors import DataError
 
 from harness.metrics.wikisql import execute_sql, logical_form_equal, score_wikisql, to_number
 from harness.score import main as score_main
-from harness.tasks.wikisql import (build_prompt, load_examples, parse_sql_text, read_questions, split_paths,
+from harness.tasks.config import task_config
+from tests.conftest import compose_cfg
+from harness.tasks.wikisql import (prompt_fields, load_examples, parse_sql_text, read_questions, split_paths,
                                    sql_to_text, table_name)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,7 +154,9 @@ def test_cli(data_dir, tmp_path, capsys):
 
 
 def test_build_prompt():
-    assert build_prompt(" Who wears number 42? ", ["Player", "No."]) == (
+    """The shipped task yaml's prompt template, filled with the module's fields."""
+    task = task_config(OmegaConf.to_container(compose_cfg("task=wikisql").task, resolve=True))
+    assert task.render_prompt(prompt_fields(" Who wears number 42? ", ["Player", "No."])) == (
         "Table columns: Player | No.\nQuestion: Who wears number 42?\nSQL:")
 
 

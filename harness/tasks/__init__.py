@@ -1,40 +1,23 @@
-"""Task pipelines. A task yaml names its `family`; the family's `build(task, model_cfg, tcfg) -> Pipeline` turns data
-into what the training loop needs: tokenised training set, collate, model builder, evaluator (and a loss, if the model's
-own is not the one to train on). Adding a task family = one module here + one entry in FAMILIES."""
+"""Tasks as parts. A task is its yaml (conf/task/, validated into a TaskConfig: harness/tasks/config.py) plus one
+dataset module that owns its reader, its prompt fields and its scoring (glue.py, e2e.py, wikisql.py, or a module of
+your own named by `dataset:`). The yaml's `kind` picks the pipeline that turns it into what the training loop needs:
+
+    classification.py   tokenised sentence (pairs), a task head, GLUE metrics
+    generation.py       prompt → target pairs on a causal LM, decoding, the dataset's scorer
+
+`build(task, model_cfg, tcfg) -> Pipeline` (harness/tasks/pipeline.py). A new GLUE-format task is one yaml; a new
+generation dataset is one yaml plus one small module (README: "Add a task")."""
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass, field
-from typing import Callable
 
-from harness.errors import unknown_choice
-
-FAMILIES = {
-    "glue": "harness.tasks.classification",
-    "e2e": "harness.tasks.generation",
-    "wikisql": "harness.tasks.generation",
-}
+PIPELINES = {"classification": "harness.tasks.classification", "generation": "harness.tasks.generation"}
 
 
-@dataclass
-class Pipeline:
-    train: object                                  # a tokenised datasets.Dataset
-    collate: Callable
-    build_model: Callable[[], object]              # seeded by the caller
-    evaluate: Callable[[object], dict]             # model → {metric: value}; first split unprefixed
-    loss_fn: Callable | None = None                # (model, batch) → loss; None: the model's own `.loss`
-    provenance: dict = field(default_factory=dict)
-    tokenizer: object = None
-    # (model, output_dir, record, tracker) → None, after training, in the method's evaluation context: may complete
-    # record["metrics"] (a generation task decodes once here) and save outputs beside run.json.
-    after_run: Callable | None = None
-    # The per-epoch metric the best epoch is selected on when not the task's headline (a generation task that decodes
-    # only after training selects nothing: its per-epoch evaluation is a cheap teacher-forced one).
-    select_on: str | None = None
+def pipeline_module(task):
+    """The pipeline module for `task.kind` (TaskConfig has checked the kind)."""
+    return importlib.import_module(PIPELINES[task.kind])
 
 
-def build(task: dict, model_cfg: dict, tcfg) -> Pipeline:
-    family = task.get("family")
-    if family not in FAMILIES:
-        raise unknown_choice("task.family", family, FAMILIES)
-    return importlib.import_module(FAMILIES[family]).build(task, model_cfg, tcfg)
+def build(task, model_cfg: dict, tcfg):
+    return pipeline_module(task).build(task, model_cfg, tcfg)

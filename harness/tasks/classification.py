@@ -1,20 +1,101 @@
-"""Sequence classification / regression (GLUE): a fresh task head on the encoder, dynamic padding, GLUE metrics."""
+"""Sequence classification / regression (GLUE and any GLUE-format task): the dataset module reads each split into
+sentence (pair) columns, they are tokenised (cached on disk) and dynamically padded, a fresh task head sits on the
+model, and the evaluator scores every evaluation split with the task's metrics (harness/metrics/glue.py).
+
+The tokenised full split is cached under `trainer.cache_dir/tokenized/<key>`, the key hashing the data file's sha256
+(or hub fingerprint), the tokenizer and `max_seq_len`; a training subset (`trainer.max_train_samples`) is a seeded
+selection from the cached split, so every seed and size shares one cache entry. Writes go to a temporary folder renamed
+into place, so concurrent first use by two runs is safe (the loser of the race discards its copy).
+"""
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
+import datasets
 import torch
 
-from harness import data as data_mod
 from harness.errors import DataError
 from harness.flags import Evaluation, prediction_stats
 from harness.metrics import glue as glue_metrics
-from harness.models import load_classifier, load_tokenizer
-from harness.tasks import Pipeline, glue
+from harness.models.classifier import head_config, load_classifier
+from harness.models.source import load_tokenizer, skeleton
+from harness.tasks.config import dataset_module
+from harness.tasks.pipeline import Pipeline, seeded_subset
+
+CACHE_VERSION = 1
 
 
-def evaluator(task: dict, evals: dict, batch_size: int, collate):
-    regression = task["labels"] is None
+def num_labels(task) -> int:
+    return 1 if task.labels is None else len(task.labels)
+
+
+def _tokenize_fn(tokenizer, max_len):
+    def fn(batch):
+        texts = [batch["text_a"]]
+        if batch["text_b"][0] is not None:
+            texts.append(batch["text_b"])
+        enc = tokenizer(*texts, truncation=True, max_length=max_len)
+        enc["labels"] = batch["label"]
+        return enc
+
+    return fn
+
+
+def _cache_key(source: dict, tokenizer, max_len: int) -> str:
+    ident = {
+        "data": source.get("sha256") or source.get("fingerprint") or source,
+        "tokenizer": getattr(tokenizer, "name_or_path", ""),
+        "vocab": len(tokenizer),
+        "class": type(tokenizer).__name__,
+        "max_len": max_len,
+        "version": CACHE_VERSION,
+    }
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def tokenize_cached(columns: dict, source: dict, tokenizer, max_len: int, cache_dir: str | None) -> datasets.Dataset:
+    if cache_dir:
+        final = Path(cache_dir) / "tokenized" / _cache_key(source, tokenizer, max_len)
+        if (final / "dataset_info.json").exists():
+            return datasets.load_from_disk(str(final))
+    raw = datasets.Dataset.from_dict(columns)
+    ds = raw.map(_tokenize_fn(tokenizer, max_len), batched=True, remove_columns=raw.column_names,
+                 desc="tokenising", load_from_cache_file=False)
+    if not cache_dir:
+        return ds
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    ds.save_to_disk(str(tmp))
+    try:
+        os.rename(tmp, final)
+    except OSError:  # another run got there first; its copy is identical
+        shutil.rmtree(tmp, ignore_errors=True)
+    return datasets.load_from_disk(str(final))
+
+
+def load_splits(task, tokenizer, tcfg) -> tuple[datasets.Dataset, dict, dict]:
+    """(training set, {eval split: tokenised split}, provenance); the first eval split holds the headline metric."""
+    datasets.disable_progress_bars()  # one-off tokenisation; the training bar is the one that matters
+    reader = dataset_module(task.dataset)
+    provenance, splits = {}, {}
+    for split in [task.splits["train"], *task.splits["eval"]]:
+        columns, source = reader.read(task, split)
+        provenance[split] = source
+        splits[split] = tokenize_cached(columns, source, tokenizer, tcfg.max_seq_len, tcfg.cache_dir)
+    train = seeded_subset(splits.pop(task.splits["train"]), tcfg.max_train_samples, tcfg.subset_seed)
+    evals = {name: seeded_subset(ds, tcfg.max_eval_samples, 0) for name, ds in splits.items()}
+    if len(train) == 0:
+        raise DataError(f"task {task.name}: the training split is empty")
+    return train, evals, provenance
+
+
+def evaluator(task, evals: dict, batch_size: int, collate):
+    regression = task.labels is None
 
     def evaluate(model) -> Evaluation:
         device = next(model.parameters()).device
@@ -26,7 +107,7 @@ def evaluator(task: dict, evals: dict, batch_size: int, collate):
                 logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
                 preds.append(logits.squeeze(-1) if regression else logits.argmax(-1))
             preds, labels = torch.cat(preds).numpy(), torch.cat(labels).numpy()
-            scores = glue_metrics.compute(task["metrics"], preds, labels)
+            scores = glue_metrics.compute(task.metrics, preds, labels)
             out.update({(k if i == 0 else f"{split}/{k}"): v for k, v in scores.items()})
             if i == 0:  # the split that holds the headline metric
                 stats = prediction_stats(preds, labels, regression)
@@ -35,47 +116,31 @@ def evaluator(task: dict, evals: dict, batch_size: int, collate):
     return evaluate
 
 
-def check_data(task: dict) -> list[str]:
-    """Start-up check, before any model is loaded: every split's file is present and has a data row (malformed rows
-    are found when the pipeline reads the file, still before the model loads). Hub data is checked when downloaded."""
-    if not task.get("data_dir"):
-        return []
-    problems = []
-    for split in [task["splits"]["train"], *task["splits"]["eval"]]:
-        try:
-            path = glue.find_split_file(task["data_dir"], task["glue_dir"], split)
-        except DataError as exc:
-            problems.append(str(exc))
-            if not (Path(task["data_dir"]) / "glue" / task["glue_dir"]).is_dir():
-                break  # the task's folder is missing: one problem, not one per split
-            continue
-        if not _has_rows(path, task["tsv"]["header"]):
-            problems.append(f"{path}: split {split!r} has no data rows (task.data_dir={task['data_dir']})")
-    return problems
+def check_data(task) -> list[str]:
+    module = dataset_module(task.dataset)
+    return list(module.check_data(task)) if hasattr(module, "check_data") else []
 
 
-def _has_rows(path: Path, header: bool) -> bool:
-    """Whether a tsv holds at least one non-blank line after its header: reads two lines, not the file."""
-    lines = glue._lines(path)
-    try:
-        seen = sum(1 for _, _line in zip(range(2), (line for line in lines if line.strip())))
-    finally:
-        lines.close()
-    return seen >= (2 if header else 1)
+def model_skeleton(task, model_cfg: dict, cache_dir: str | None = None):
+    """The classifier's modules without weights, for the start-up method × model check (None: config not local)."""
+    from transformers import AutoModelForSequenceClassification
+
+    return skeleton(model_cfg, AutoModelForSequenceClassification, cache_dir, **head_config(num_labels(task)))
 
 
-def build(task: dict, model_cfg: dict, tcfg) -> Pipeline:
+def build(task, model_cfg: dict, tcfg) -> Pipeline:
     from transformers import DataCollatorWithPadding
 
-    tokenizer = load_tokenizer(model_cfg)
-    data = data_mod.load_classification(task, tokenizer, tcfg)
+    tokenizer = load_tokenizer(model_cfg, tcfg.cache_dir)
+    train, evals, provenance = load_splits(task, tokenizer, tcfg)
     collate = DataCollatorWithPadding(tokenizer)
-    num_labels = 1 if task["labels"] is None else len(task["labels"])
     return Pipeline(
-        train=data.train,
+        train=train,
         collate=collate,
-        build_model=lambda: load_classifier(model_cfg, num_labels),
-        evaluate=evaluator(task, data.evals, tcfg.eval_batch_size, collate),
-        provenance=data.provenance,
+        build_model=lambda: load_classifier(model_cfg, num_labels(task), tcfg.cache_dir),
+        evaluate=evaluator(task, evals, tcfg.eval_batch_size, collate),
+        provenance=provenance,
         tokenizer=tokenizer,
+        evaluated={"splits": list(evals), "items": {name: len(ds) for name, ds in evals.items()},
+                   "task_version": task.version},
     )

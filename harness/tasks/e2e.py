@@ -1,4 +1,8 @@
-"""E2E NLG Challenge data (Novikova, Dušek & Rieser, 2017): readers for the official CSV release.
+"""E2E NLG Challenge (Novikova, Dušek & Rieser, 2017), the dataset module of `dataset: e2e`: the official CSV release
+(or the hub copy), the MR linearised for the prompt (`{mr}`), scoring by the official metrics (harness/metrics/e2e.py).
+
+Training pairs are (MR, reference) rows in file order; evaluation is once per distinct MR against all its references
+(one reference per line of references.txt, MRs separated by a blank line: the official scorer's format).
 
 Files (tuetschek/e2e-dataset): ``trainset.csv``, ``devset.csv``, ``testset_w_refs.csv`` with a header line and the
 columns ``mr,ref``; one row per (meaning representation, human reference) pair, several rows per MR. Any of them may
@@ -15,11 +19,14 @@ import re
 from pathlib import Path
 
 from harness.errors import DataError
+from harness.io import data_dir as resolve_data_dir, sha256_file
+from harness.tasks.pipeline import EvalItem
 
 EXPECTED_COLUMNS = ("mr", "ref")
 SPLIT_FILES = {"train": "trainset", "dev": "devset", "test": "testset_w_refs"}
-# Same default as the Makefile: ../shared/data relative to the repository root.
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+OPTIONS = ("hub",)                                   # the hub copy: {path, mr, ref, splits}
+METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
+PROMPT_FIELDS = ("mr",)                              # the linearised MR
 
 # Attribute names as the LoRA / Prefix-Tuning linearisation writes them (data/e2e_nlg/SOURCE.md).
 _ATTRIBUTE_NAMES = {"eatType": "Type", "priceRange": "price", "familyFriendly": "family friendly"}
@@ -107,15 +114,70 @@ def find_e2e_file(data_dir: str | Path | None, split: str) -> Path:
     if stem not in SPLIT_FILES.values():
         raise ValueError(f"unknown E2E split {split!r}: expected one of {sorted(SPLIT_FILES)}")
     env = os.environ.get("HARNESS_DATA_DIR")
-    base = Path(data_dir) if data_dir is not None else Path(env) if env else DEFAULT_DATA_DIR
+    base = resolve_data_dir(data_dir)
     tried = [base / "e2e_nlg" / "csv" / f"{stem}{ext}" for ext in (".csv", ".csv.gz")]
     for candidate in tried:
         if candidate.is_file():
             return candidate
-    raise DataError(f"E2E {split} file not found; tried {', '.join(map(str, tried))} "
-                            f"(HARNESS_DATA_DIR={env!r})")
+    raise DataError(f"E2E {split} file not found; tried {', '.join(map(str, tried))} (HARNESS_DATA_DIR={env!r}; "
+                    "set it or task.data_dir to the folder holding e2e_nlg/csv/)")
 
 
 def load_e2e_split(data_dir: str | Path | None, split: str) -> list[tuple[str, list[str]]]:
     """(mr, [references]) for a split, MRs in order of first appearance."""
     return group_by_mr(read_e2e_csv(find_e2e_file(data_dir, split)))
+
+
+def _hub_pairs(task, split: str) -> tuple[list[tuple[str, str]], dict]:
+    import datasets
+
+    hub = task.options["hub"]
+    try:
+        ds = datasets.load_dataset(hub["path"], split=hub["splits"][split])
+    except Exception as exc:  # offline machines land here; say how to use local files instead
+        raise DataError(f"could not load {hub['path']} split {hub['splits'][split]!r} from the hub "
+                        f"({type(exc).__name__}); set HARNESS_DATA_DIR to a folder holding e2e_nlg/csv/") from exc
+    pairs = [(str(mr or "").strip(), str(ref or "").strip()) for mr, ref in zip(ds[hub["mr"]], ds[hub["ref"]])]
+    bad = [i for i, (mr, ref) in enumerate(pairs) if not mr or not ref]
+    if bad:
+        raise DataError(f"{hub['path']} split {split!r}: {len(bad)} row(s) with an empty MR or no reference, "
+                        f"first row {bad[0]}")
+    return pairs, {"hub": hub["path"], "fingerprint": ds._fingerprint}
+
+
+def read(task, split: str) -> tuple[list[dict], dict]:
+    """Every (MR, reference) row of a split as an example {input: MR, target: reference, mr: linearised MR}."""
+    if task.data_dir:
+        path = find_e2e_file(task.data_dir, split)
+        pairs, source = read_e2e_csv(path), {"path": str(path), "sha256": sha256_file(path)}
+    else:
+        pairs, source = _hub_pairs(task, split)
+    return [{"input": mr, "target": ref, "mr": linearize_mr(mr)} for mr, ref in pairs], source
+
+
+def eval_items(task, examples: list[dict]) -> list[EvalItem]:
+    """One item per distinct MR, with all its references. A reference holding a line break would shift every group
+    after it in references.txt, so whitespace is collapsed."""
+    items: dict[str, EvalItem] = {}
+    for ex in examples:
+        item = items.setdefault(ex["input"], EvalItem(ex["input"], {"mr": ex["mr"]}, []))
+        item.references.append(" ".join(ex["target"].split()))
+    return list(items.values())
+
+
+def score(task, outputs: list[str], items: list[EvalItem]) -> dict:
+    from harness.metrics.e2e import score_e2e
+
+    return score_e2e(outputs, [item.references for item in items])
+
+
+def check_data(task) -> list[str]:
+    """Start-up check, before any model loads: the local CSV of every split is there (hub data is checked when it
+    downloads). One message per missing file."""
+    problems = []
+    for split in (task.splits["train"], task.eval_split) if task.data_dir else ():
+        try:
+            find_e2e_file(task.data_dir, split)
+        except DataError as exc:
+            problems.append(str(exc))
+    return problems

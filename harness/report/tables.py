@@ -1,31 +1,17 @@
-"""Paper-style tables from the runs frame (harness/report.py): aggregation over seeds, then Markdown / LaTeX / HTML.
+"""Paper-style tables from the runs frame (harness/report/records.py): aggregation over seeds, then one grid per table
+for the renderers (harness/report/render.py).
 
 The paper's protocol (Table 2 caption): the median over seeds of each run's best-epoch metric. We also keep the
 mean, the sample standard deviation (ddof=1, the paper's ±) and n. Only `completed` runs are aggregated; everything
-else is listed by `not_in_tables`, never dropped silently. A table is a plain dict {title, header, rows, notes}; rows
-are lists of cells {text, bold, std, sup}, and one renderer per format turns cells into text, so every table
-(scorecard included) shares them.
+else is listed by `not_in_tables`, never dropped silently. Which tables there are, their titles and columns, come from
+each task's `report` block (harness/report/facts.py); method names and row order from the method yamls.
 """
-import html
 import math
 
 import pandas as pd
 
-GLUE_TASKS = ("mnli", "sst2", "mrpc", "cola", "qnli", "qqp", "rte", "stsb")
-TASK_LABELS = {"mnli": "MNLI", "sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "qnli": "QNLI", "qqp": "QQP",
-               "rte": "RTE", "stsb": "STS-B", "e2e": "E2E", "wikisql": "WikiSQL"}
-# Used only when a record lacks metrics.headline (older records); the record's own field wins.
-HEADLINES = {"mnli": "accuracy", "sst2": "accuracy", "mrpc": "accuracy", "cola": "matthews_corr", "qnli": "accuracy",
-             "qqp": "accuracy", "rte": "accuracy", "stsb": "pearson", "e2e": "bleu", "wikisql": "logical_form_acc"}
-# The paper's row order: full fine-tuning first, then the cheaper baselines, LoRA last.
-METHOD_ORDER = ("full_ft", "ft_top2", "bitfit", "prefix_embed", "prefix_layer", "adapter_h", "adapter_p", "adapter_l",
-                "adapter_d", "lora", "lora_peft")
-# Display names as the paper prints them; "^X" becomes a superscript in every format.
-METHOD_LABELS = {"full_ft": "FT", "ft_top2": "FT^Top2", "bitfit": "BitFit", "prefix_embed": "PreEmbed",
-                 "prefix_layer": "PreLayer", "adapter_h": "Adpt^H", "adapter_p": "Adpt^P", "adapter_l": "Adpt^L",
-                 "adapter_d": "Adpt^D", "lora": "LoRA", "lora_peft": "LoRA^peft"}
-E2E_METRICS = (("BLEU", "bleu"), ("NIST", "nist"), ("METEOR", "meteor"), ("ROUGE-L", "rouge_l"), ("CIDEr", "cider"))
-WIKISQL_METRICS = (("Logical form", "logical_form_acc"), ("Execution", "execution_acc"))
+from harness import catalog
+
 # One row of a table = one configuration; the task is the column.
 ROW_KEY = ["task_family", "model", "method", "variant", "train_samples"]
 GROUP_KEY = ROW_KEY + ["task"]
@@ -50,15 +36,6 @@ def fmt_params(n):
 def fmt_num(value, digits):
     """Fixed decimals, and never '-0.0' (a difference of -0.001 rounds to zero, not to a negative zero)."""
     return f"{round(value, digits) + 0.0:.{digits}f}"
-
-
-def task_order(task):
-    """Table 2's task order (MNLI … STS-B), then the other tasks alphabetically."""
-    return (GLUE_TASKS.index(task) if task in GLUE_TASKS else len(GLUE_TASKS), task)
-
-
-def method_order(method):
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
 def _first_line(text):
@@ -112,43 +89,53 @@ def aggregate(runs):
 def sort_configs(frame, extra=()):
     """Rows in the paper's order: model, method (FT … LoRA), size ascending, fewer adapted weights first ({q} before
     {q,v}), then `extra`."""
-    frame = frame.assign(_m=frame["method"].map(method_order),
+    frame = frame.assign(_m=frame["method"].map(catalog.method_order),
                          _n=frame["targets"].map(lambda t: len(t.split(",")) if t else 0))
     frame = frame.sort_values(["model", "_m", "variant_size", "_n", "variant", "train_samples", *extra],
                               na_position="first", kind="mergesort")
     return frame.drop(columns=["_m", "_n"]).reset_index(drop=True)
 
 
-def table_specs(agg):
-    """The tables the data supports: Table 2 (GLUE tasks present, paper order), Table 3 (E2E), WikiSQL."""
-    specs = []
-    glue = agg[agg["task_family"] == "glue"]
-    if not glue.empty:
-        tasks = sorted(set(glue["task"]), key=task_order)
-        columns = [(TASK_LABELS.get(t, t), t, _headline_of(glue, t)) for t in tasks]
-        specs.append(dict(name="table2_glue", title="Table 2: GLUE (dev)", family="glue", columns=columns, avg=True))
-    for family, name, title, metrics in (("e2e", "table3_e2e", "Table 3: E2E NLG", E2E_METRICS),
-                                         ("wikisql", "wikisql", "WikiSQL", WIKISQL_METRICS)):
-        sub = agg[agg["task_family"] == family]
-        for task in sorted(set(sub["task"])):
-            present = set(sub.loc[sub["task"] == task, "metric"])
-            columns = [(label, task, m) for label, m in metrics if m in present]
-            if columns:
-                suffix = "" if task == family else f"_{task}"
-                specs.append(dict(name=name + suffix, title=title + suffix, family=family, columns=columns, avg=False))
+def table_specs(agg, tasks):
+    """The tables the data supports, laid out by each task's `report` block (`tasks`: task → facts.task_view): tasks
+    whose columns are 'tasks' share one table, a column per task (headline metric) in their order, and an Avg (Table 2:
+    GLUE); a task whose columns are 'metrics' gets a table of its own (Table 3: E2E; WikiSQL)."""
+    shared, specs = {}, []
+    for task in sorted(set(agg["task"]), key=lambda t: tasks[t]["sort_key"]):
+        view = tasks[task]
+        if view["columns"] != "tasks":
+            specs += _metrics_table(agg[agg["task"] == task], task, view)
+            continue
+        if view["table"] not in shared:
+            shared[view["table"]] = dict(name=view["table"], title=view["title"], columns=[], avg=True)
+            specs.append(shared[view["table"]])
+        shared[view["table"]]["columns"].append((view["label"], task, _headline_of(agg, task, view["headline"])))
     return specs
 
 
-def _headline_of(agg, task):
+def _metrics_table(sub, task, view):
+    """[the spec of a task's own table]: one column per metric it has, in its `metric_labels` order; [] if none. A task
+    named otherwise than its dataset and its table (a variant of E2E with Table 3's block) gets its name appended, so
+    that the tables of one block do not collide."""
+    present = set(sub["metric"])
+    labels = view["metric_labels"] or {m: m for m in view["metrics"] or sorted(present)}
+    columns = [(label, task, metric) for metric, label in labels.items() if metric in present]
+    if not columns:
+        return []
+    suffix = "" if task in (sub["task_family"].iloc[0], view["table"]) else f"_{task}"
+    return [dict(name=view["table"] + suffix, title=view["title"] + suffix, columns=columns, avg=False)]
+
+
+def _headline_of(agg, task, default):
+    """The metric the task's records mark as headline (metrics.headline), else the task's own."""
     marked = agg[(agg["task"] == task) & agg["headline"]]
-    return marked["metric"].mode().iloc[0] if not marked.empty else HEADLINES.get(task, "accuracy")
+    return marked["metric"].mode().iloc[0] if not marked.empty else default
 
 
 def spec_rows(agg, spec):
-    """The aggregate rows a table shows (its CSV): this family, the (task, metric) pairs of its columns."""
+    """The aggregate rows a table shows (its CSV): the (task, metric) pairs of its columns."""
     wanted = {(task, metric) for _, task, metric in spec["columns"]}
-    sub = agg[agg["task_family"] == spec["family"]]
-    return sub[[(t, m) in wanted for t, m in zip(sub["task"], sub["metric"])]]
+    return agg[[(t, m) in wanted for t, m in zip(agg["task"], agg["metric"])]]
 
 
 def cell(text, bold=False, std=None, sup=None):
@@ -156,7 +143,7 @@ def cell(text, bold=False, std=None, sup=None):
 
 
 def method_cell(method):
-    base, _, sup = METHOD_LABELS.get(method, method).partition("^")
+    base, _, sup = catalog.method_label(method).partition("^")
     return cell(base, sup=sup or None)
 
 
@@ -217,7 +204,7 @@ def _notes(sub, spec):
              "Seeds per cell: n = " + (str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]} (per cell in the CSV)") + ".",
              "Training examples: " + ", ".join(sorted(set(sub["train_samples"]))) + " (trainer.max_train_samples).",
              "# Params: trainable parameters without the task head (the paper's convention)."]
-    if spec["family"] == "e2e":
+    if "e2e" in set(sub["task_family"]):
         notes.append("The paper's Table 3 gives the mean over seeds for its own runs; the mean is in the CSV.")
     if spec["avg"]:
         notes.append("Avg: mean over the row's tasks; (k/N) marks a row with only k of the N tasks (not bolded).")
@@ -254,53 +241,3 @@ def side_sections(runs, tables, problems):
     if len(bad):
         sections.append(frame_table(bad.sort_values("path"), "Unreadable records", "unreadable"))
     return sections
-
-
-# --- renderers: one small function per format; the cell markup is the only thing that differs ---------------------
-
-def _tex_escape(text):
-    out = text.replace("\\", r"\textbackslash{}")
-    for ch in "&%$#_{}":
-        out = out.replace(ch, "\\" + ch)
-    return out.replace("~", r"\textasciitilde{}").replace("^", r"\textasciicircum{}")
-
-
-_ESCAPE = {"md": lambda t: t.replace("|", r"\|"), "tex": _tex_escape, "html": html.escape}
-_BOLD = {"md": "**{}**", "tex": r"\textbf{{{}}}", "html": "<b>{}</b>"}
-_STD = {"md": " ±{}", "tex": r"\scriptsize{{±{}}}", "html": "<small>±{}</small>"}
-_SUP = {"md": "<sup>{}</sup>", "tex": r"\textsuperscript{{{}}}", "html": "<sup>{}</sup>"}
-
-
-def render_cell(c, fmt):
-    esc = _ESCAPE[fmt]
-    text = esc(c["text"])
-    text = _BOLD[fmt].format(text) if c["bold"] else text
-    text += _STD[fmt].format(esc(c["std"])) if c["std"] else ""
-    return text + (_SUP[fmt].format(esc(c["sup"])) if c["sup"] else "")
-
-
-def to_markdown(table, level=3):
-    lines = ["#" * level + " " + table["title"], ""]
-    lines.append("| " + " | ".join(_ESCAPE["md"](h) for h in table["header"]) + " |")
-    lines.append("|" + "|".join("---" for _ in table["header"]) + "|")
-    lines += ["| " + " | ".join(render_cell(c, "md") for c in row) + " |" for row in table["rows"]]
-    return "\n".join(lines + [""] + [f"- {n}" for n in table["notes"]] + [""]) + "\n"
-
-
-def to_latex(table):
-    ncols = len(table["header"])
-    lines = [f"% {table['title']}"] + [f"% {n}" for n in table["notes"]]
-    columns = table.get("tex_columns") or "l" * min(ncols, 3) + "r" * max(ncols - 3, 0)
-    lines += [r"\begin{tabular}{" + columns + "}", r"\toprule"]
-    lines.append(" & ".join(_tex_escape(h) for h in table["header"]) + r" \\")
-    lines.append(r"\midrule")
-    lines += [" & ".join(render_cell(c, "tex") for c in row) + r" \\" for row in table["rows"]]
-    return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
-
-
-def to_html(table, level=3):
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in table["header"])
-    body = ["<tr>" + "".join(f"<td>{render_cell(c, 'html')}</td>" for c in row) + "</tr>" for row in table["rows"]]
-    notes = "".join(f"<li>{html.escape(n)}</li>" for n in table["notes"])
-    return (f"<h{level}>{html.escape(table['title'])}</h{level}>\n<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n"
-            + "\n".join(body) + "\n</tbody>\n</table>\n" + (f"<ul>{notes}</ul>\n" if notes else ""))

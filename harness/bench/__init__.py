@@ -3,8 +3,8 @@
     harness-bench train   --model minilm --methods full_ft,bitfit,lora,lora_peft --batch 32 --seq 128
     harness-bench latency --model minilm --grid 1x128,8x128,32x128
 
-`train` (harness/bench_train.py): median training-step time, peak memory and trainable parameters per method, each
-method in a fresh process measured the same way. `latency` (harness/bench_latency.py): forward-pass latency on a
+`train` (harness/bench/train.py): median training-step time, peak memory and trainable parameters per method, each
+method in a fresh process measured the same way. `latency` (harness/bench/latency.py): forward-pass latency on a
 batch × sequence grid (the paper's Table 1). Results go under reports/bench/ as JSON + Markdown.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ def main(argv=None) -> None:
         print(f"usage: harness-bench {{{','.join(commands)}}} [options]  (harness-bench <command> --help)", file=sys.stderr)
         sys.exit(2)
     if argv[0] == "train":
-        from harness.bench_train import main_train
+        from harness.bench.train import main_train
 
         sys.exit(main_train(argv[1:]))
-    from harness.bench_latency import main_latency
+    from harness.bench.latency import main_latency
 
     sys.exit(main_latency(argv[1:]))
 

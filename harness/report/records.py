@@ -1,33 +1,19 @@
-"""harness-report: the paper's tables, plots and a reproduction scorecard from the harness's run records.
-
-Usage:
-    harness-report outputs/ multirun/ --out reports/glue_table2          # folders are searched for run.json
-    harness-report 'outputs/sst2/**/run.json' --out reports/sst2 --formats md,csv
-    harness-report --wandb my-entity/lora-harness --out reports/wandb     # the same report from W&B runs
-
-Writes into --out: README.md (the index: every table, the scorecard, runs not in the tables, unreadable records,
-plots and the plots skipped), one file per table and format (table2_glue.md/.tex/.csv/.html, table3_e2e.*, wikisql.*),
-scorecard.*, aggregate.csv (every metric of every configuration), runs.csv (one flattened row per run), plots/*.png|pdf
-and index.html (with html). The same inputs give byte-identical files: rows are sorted, floats formatted, no dates.
-Tables show medians ×100 with 1 decimal (NIST, CIDEr as is); their CSVs keep the scorer's scale (0.912), unrounded.
+"""Run records → the report's one-row-per-run frame: run.json files (folders, globs) or the runs of a W&B project.
 
 run.json is the source of truth (one per training run). A record that is not valid JSON, or lacks the fields the
-tables need, is listed under "Unreadable records", never dropped silently. Exit status: 0, or 2 when nothing was found.
+tables need, becomes a problem (path, what is wrong), listed in the report, never dropped silently.
 """
-import argparse
 import glob
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from harness import report_plots, report_scorecard, report_tables as rt, results
+from harness import results
+from harness.report.facts import size_key, size_param, task_view
+from harness.train.config import SCORE_KEYS
 
-FORMATS = ("md", "tex", "csv", "html")
 REQUIRED = ("status", "model", "task", "method")
-# Trainer settings that change a run's score; a sweep over one of them must not be pooled across seeds.
-TRAINER_KEYS = ("lr", "epochs", "max_steps", "batch_size", "max_seq_len", "weight_decay", "warmup_ratio")
 TARGET_ORDER = ("q", "k", "v", "o", "mlp")
 # W&B run states → our statuses, used only when the harness's own `status` is missing from the summary.
 WANDB_STATES = {"finished": "completed", "crashed": "failed", "failed": "failed", "killed": "failed",
@@ -69,7 +55,7 @@ def variant_of(method_cfg):
     """(label, size, targets) for a method config: ('r=8 {q,v}', 8.0, 'q,v'); ('', nan, '') for full_ft. With
     `budget` set the method picks its own size at run time (the config's r / l_p is then the yaml default, not what
     ran), so the label is the budget and the real count is in params.trainable_no_head."""
-    key = results.size_key(method_cfg)
+    key = size_key(method_cfg)
     parts, size = ([f"{key}={method_cfg[key]}"], _number(method_cfg[key])) if key else ([], float("nan"))
     targets = method_cfg.get("targets") or []
     targets = [targets] if isinstance(targets, str) else list(targets)
@@ -90,10 +76,12 @@ def add_varying_settings(frame):
     """Settings that differ between completed runs of one method (an alpha or learning-rate sweep) join its variant
     label, so that such runs form separate rows instead of being pooled as if they were seeds."""
     done = frame[frame["status"] == "completed"]
-    shown = {"config.method." + k for k in ("name", "budget", "targets") + results.SIZE_KEYS}
-    candidates = sorted(c for c in frame.columns if c.startswith("config.method.") and c not in shown)
-    candidates += [f"config.trainer.{k}" for k in TRAINER_KEYS if f"config.trainer.{k}" in frame]
+    settings = sorted(c for c in frame.columns if c.startswith("config.method."))
+    trainer = [f"config.trainer.{k}" for k in SCORE_KEYS if f"config.trainer.{k}" in frame]
     for method, group in done.groupby("method"):
+        # already in the label: the size (budget or the method's size parameter) and the targets
+        shown = {"config.method." + str(k) for k in ("name", "budget", "targets", size_param(method))}
+        candidates = [c for c in settings if c not in shown] + trainer
         varying = [c for c in candidates if group[c].map(lambda v: json.dumps(v, default=str)).nunique() > 1]
         rows = frame["method"] == method
         for column in varying:
@@ -115,13 +103,13 @@ def records_to_frame(records):
         config = record.get("config") or {}
         method_cfg, trainer = config.get("method") or {}, config.get("trainer") or {}
         metrics = record.get("metrics") or {}
+        task = task_view(record["task"], config.get("task"))
         row["variant"], row["variant_size"], row["targets"] = variant_of(method_cfg)
         row.update(source=record["_source"], run_id=record.get("run_id") or record["_source"],
-                   headline=metrics.get("headline") or rt.HEADLINES.get(record["task"], "accuracy"),
+                   headline=metrics.get("headline") or task["headline"],
                    flags=";".join(sorted(record.get("flags") or [])),
                    error_message=((record.get("error") or {}).get("message") or ""),
-                   task_family=record.get("task_family") or ("glue" if record["task"] in rt.GLUE_TASKS
-                                                             else record["task"]),
+                   task_family=record.get("task_family") or task["dataset"] or record["task"],
                    train_samples=_subset(trainer.get("max_train_samples")),
                    eval_samples=_subset(trainer.get("max_eval_samples")))
         rows.append(row)
@@ -194,96 +182,3 @@ def wandb_records(project):
         else:
             records.append(record)
     return records, problems
-
-
-def _write(path, text):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8", newline="\n")
-
-
-def _csv(frame):
-    cells = frame.map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict, tuple)) else v)
-    return cells.to_csv(index=False, lineterminator="\n")
-
-
-def write_tables(tables, out, formats):
-    """Each table in each format; CSV holds the unrounded long-form numbers (median, mean, std, n …)."""
-    renderers = {"md": rt.to_markdown, "tex": rt.to_latex, "html": rt.to_html}
-    for table in tables:
-        for fmt in formats:
-            text = _csv(table["csv"]) if fmt == "csv" else renderers[fmt](table)
-            _write(out / f"{table['name']}.{fmt}", text)
-
-
-def runs_csv(runs):
-    first = ["source", "status", "model", "task", "method", "variant", "seed"]
-    rest = sorted(c for c in runs.columns if c not in first)
-    return _csv(runs[first + rest]) if not runs.empty else ""
-
-
-def write_report(runs, problems, unmatched, out, formats=FORMATS):
-    """Everything into `out`; returns the index (README.md) text."""
-    out = Path(out)
-    agg = rt.aggregate(runs) if not runs.empty else pd.DataFrame(columns=rt.GROUP_KEY + ["metric", "headline"])
-    tables = []
-    for spec in rt.table_specs(agg):
-        table = rt.build_table(agg, spec)
-        table["csv"] = rt.spec_rows(agg, spec).drop(columns=["variant_size", "task_family", "headline"])
-        tables.append(table)
-    card = report_scorecard.scorecard(agg) if not agg.empty else pd.DataFrame(columns=report_scorecard.COLUMNS)
-    score = rt.frame_table(report_scorecard.display(card), "Reproduction scorecard", "scorecard",
-                           ["ours and paper on the paper's scale (×100 except NIST, CIDEr); diff = ours − paper.",
-                            "comparable: yes only when model, data size, evaluation set and budget match; why lists "
-                            "every difference, including caveats that do not disqualify."])
-    score["csv"], score["tex_columns"] = card, "lllllrlrrlllrrrlp{6cm}"  # `why` wraps
-    write_tables(tables + [score], out, formats)
-    _write(out / "aggregate.csv", _csv(agg.drop(columns=["variant_size"], errors="ignore")))
-    _write(out / "runs.csv", runs_csv(runs))
-    plots, skipped = report_plots.make_plots(runs, out / "plots") if not runs.empty else ([], ["no runs"])
-    sections = rt.side_sections(runs, tables, problems + [(p, "matched no file") for p in unmatched])
-    index = _index(runs, tables, score, sections, plots, skipped)
-    _write(out / "README.md", index)
-    if "html" in formats:
-        body = "".join(rt.to_html(t, level=2) for t in tables + [score] + sections)
-        _write(out / "index.html", "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Report</title></head>"
-                                   f"<body>\n{body}</body></html>\n")
-    return index
-
-
-def _index(runs, tables, score, sections, plots, skipped):
-    """README.md: counts, then every table and list as Markdown blocks (the same text as the per-table files)."""
-    counts = runs["status"].value_counts().sort_index() if not runs.empty else pd.Series(dtype=int)
-    blocks = ["# Report", f"{len(runs)} run records: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
-              + ". Only completed runs enter the tables."]
-    blocks += [rt.to_markdown(t, level=2).strip() for t in tables + [score] + sections]
-    blocks.append("\n".join(["## Plots", ""] + [f"- [{p}]({p})" for p in plots] + [f"- skipped: {s}" for s in skipped]))
-    return "\n\n".join(blocks) + "\n"
-
-
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="harness-report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("paths", nargs="*", help="run.json files, folders (searched recursively) or globs")
-    parser.add_argument("--out", required=True, help="output folder, e.g. reports/glue_table2")
-    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read the runs of this W&B project")
-    parser.add_argument("--formats", default=",".join(FORMATS), help="comma list of md,tex,csv,html")
-    args = parser.parse_args(argv)
-    formats = [f for f in args.formats.split(",") if f]
-    if set(formats) - set(FORMATS) or not (args.paths or args.wandb):
-        parser.error(f"give PATH... or --wandb; --formats takes {','.join(FORMATS)}")
-    files, unmatched = find_run_files(args.paths)
-    records, problems = load_records(files)
-    if args.wandb:
-        more, bad = wandb_records(args.wandb)
-        records, problems = records + more, problems + bad
-    if not records and not problems:
-        print(f"harness-report: no run.json found under {' '.join(args.paths)}", file=sys.stderr)
-        return 2
-    runs = records_to_frame(records)
-    write_report(runs, problems, unmatched, args.out, formats)
-    print(f"{len(records)} runs, {len(problems)} unreadable; report in {Path(args.out) / 'README.md'}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

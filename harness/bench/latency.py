@@ -26,11 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
+from harness.bench.common import BenchError, adapt, load_model, model_config
 
-from harness.bench_train import CONF, _method_cfg
-
-REPORTS = Path(__file__).resolve().parent.parent / "reports" / "bench"
+REPORTS = Path(__file__).resolve().parents[2] / "reports" / "bench"
 VARIANTS = ["base", "lora_merged", "lora_unmerged", "adapter_h", "adapter_p", "adapter_l", "adapter_d",
             "prefix_embed", "prefix_layer"]
 PAPER_GRID, CPU_GRID = "32x512,16x256,1x128", "1x128,8x128,32x128"
@@ -61,9 +59,8 @@ def build_variant(name: str, base, info, stack: contextlib.ExitStack):
     method_name = "lora" if name.startswith("lora_") else name
     if method_name not in methods.names():
         raise LookupError(f"method {method_name!r} is not registered")
-    method, cfg = methods.build(_method_cfg(method_name, []))
-    model = method.apply(copy.deepcopy(base), cfg, info)
-    params = sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not info.is_head(n))
+    model, method, cfg = adapt(copy.deepcopy(base), info, method_name)
+    params = info.count_params(model)["trainable_no_head"]
     if name == "lora_merged":
         stack.enter_context(method.evaluating(model, cfg))   # merged for the whole measurement
     return model.eval(), params
@@ -149,14 +146,9 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main_latency(argv=None) -> int:
-    import torch
-
-    from harness.errors import HarnessError
-    from harness.models import ModelInfo, load_classifier
-
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness-bench latency", description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="minilm", help="a conf/model yaml (default: minilm)")
+    p.add_argument("--model", default="minilm", help="a harness/conf/model yaml (default: minilm)")
     p.add_argument("--grid", default=None, help=f"BATCHxSEQ cells (default: {PAPER_GRID} on CUDA, {CPU_GRID} on CPU)")
     p.add_argument("--trials", type=int, default=50)
     p.add_argument("--warmup", type=int, default=5)
@@ -165,22 +157,35 @@ def main_latency(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default=None, help="JSON file (default: reports/bench/latency_<model>_<device>.json)")
     p.add_argument("--md", default=None, help="Markdown file (default: the JSON path with .md)")
-    args = p.parse_args(argv)
-    if args.trials < 1 or args.warmup < 0:
-        raise SystemExit(f"--trials must be ≥ 1 and --warmup ≥ 0, got {args.trials} and {args.warmup}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
-    if args.device == "cuda" and device.type != "cuda":
-        raise SystemExit("--device cuda but no CUDA device is available")
-    grid = parse_grid(args.grid or (PAPER_GRID if device.type == "cuda" else CPU_GRID))
-    path = CONF / "model" / f"{args.model}.yaml"
-    if not path.exists():
-        raise SystemExit(f"--model {args.model}: no {path}")
-    mcfg = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    info = ModelInfo.from_cfg(mcfg)
-    torch.manual_seed(0)
-    base = load_classifier(mcfg, 2).to(device).eval()
+    return p
+
+
+def rows_for_cell(models: dict, params: dict, times: dict, batch: int, seq: int) -> list[dict]:
+    """One row per variant: median, mean, std, min, and the overhead over the base model, plain and paired."""
+    from methods.prefix import prefix_positions
+
+    base_times = times["base"]
+    base_median = statistics.median(base_times)
+    rows = []
+    for name, ts in times.items():
+        median = statistics.median(ts)
+        # Paired: the median over rounds of this variant's time / the base model's in the same round, which cancels
+        # load that drifts between rounds (a shared machine); the headline overhead uses the medians.
+        paired = statistics.median(t / b for t, b in zip(ts, base_times))
+        rows.append({"variant": name, "batch": batch, "seq": seq, "prefix_positions": prefix_positions(models[name]),
+                     "params": params[name], "latency_ms_median": round(median, 4),
+                     "latency_ms_mean": round(statistics.fmean(ts), 4),
+                     "latency_ms_std": round(statistics.stdev(ts), 4) if len(ts) > 1 else 0.0,
+                     "latency_ms_min": round(min(ts), 4),
+                     "overhead_pct": round(100 * (median / base_median - 1), 2),
+                     "overhead_pct_paired": round(100 * (paired - 1), 2), "trials": len(ts),
+                     "times_ms": [round(t, 4) for t in ts]})
+    return rows
+
+
+def measure_grid(args, base, info, device, grid) -> tuple[list[dict], list[dict]]:
+    """(rows, skipped variants) over the grid, every variant built once from the same base model."""
+    from harness.errors import HarnessError
 
     rows, skipped = [], []
     with contextlib.ExitStack() as stack:
@@ -192,28 +197,35 @@ def main_latency(argv=None) -> int:
                 skipped.append({"variant": name, "reason": str(exc)})
         if "base" not in models:
             raise SystemExit("--variants must include base (overheads are relative to it)")
-        from methods.prefix import prefix_positions
-
         for batch, seq in grid:
             print(f"[latency] {batch}x{seq}: {len(models)} variants × {args.trials} trials", file=sys.stderr)
             times = measure(models, batch, seq, args.trials, args.warmup, device)
-            base_times = times["base"]
-            base_median = statistics.median(base_times)
-            for name, ts in times.items():
-                median = statistics.median(ts)
-                # Paired: the median over rounds of this variant's time / the base model's in the same round, which
-                # cancels load that drifts between rounds (a shared machine); the headline overhead uses the medians.
-                paired = statistics.median(t / b for t, b in zip(ts, base_times))
-                rows.append({"variant": name, "batch": batch, "seq": seq, "prefix_positions": prefix_positions(models[name]),
-                             "params": params[name], "latency_ms_median": round(median, 4),
-                             "latency_ms_mean": round(statistics.fmean(ts), 4),
-                             "latency_ms_std": round(statistics.stdev(ts), 4) if len(ts) > 1 else 0.0,
-                             "latency_ms_min": round(min(ts), 4),
-                             "overhead_pct": round(100 * (median / base_median - 1), 2),
-                             "overhead_pct_paired": round(100 * (paired - 1), 2), "trials": len(ts),
-                             "times_ms": [round(t, 4) for t in ts]})
+            rows += rows_for_cell(models, params, times, batch, seq)
+    return rows, skipped
+
+
+def main_latency(argv=None) -> int:
+    import torch
+
+    args = parser().parse_args(argv)
+    if args.trials < 1 or args.warmup < 0:
+        raise SystemExit(f"--trials must be ≥ 1 and --warmup ≥ 0, got {args.trials} and {args.warmup}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+    if args.device == "cuda" and device.type != "cuda":
+        raise SystemExit("--device cuda but no CUDA device is available")
+    grid = parse_grid(args.grid or (PAPER_GRID if device.type == "cuda" else CPU_GRID))
+    try:
+        model_config(args.model)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    base, info = load_model(args.model)
+    rows, skipped = measure_grid(args, base.to(device).eval(), info, device, grid)
     meta = {"model": args.model, "device": str(device), "trials": args.trials, "warmup": args.warmup,
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"CPU ({platform.processor() or platform.machine()})",
             "threads": torch.get_num_threads(), "torch": torch.__version__, "skipped": skipped,
             "command": "harness-bench latency " + shlex.join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out) if args.out else REPORTS / f"latency_{args.model}_{device.type}.json"

@@ -19,7 +19,8 @@ from cycler import cycler
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from harness.report_tables import METHOD_LABELS, TASK_LABELS, completed_runs, scale_of, task_order
+from harness import catalog
+from harness.report.tables import completed_runs, scale_of
 
 PNG_META = {"Software": None}
 PDF_META = {"CreationDate": None, "ModDate": None}
@@ -39,7 +40,7 @@ def _label(parts, shown):
 
 
 def _method_label(method):
-    return METHOD_LABELS.get(method, method).replace("^peft", " (peft)").replace("^", "")
+    return catalog.method_label(method).replace("^peft", " (peft)").replace("^", "")
 
 
 def _band(ax, points, label):
@@ -75,7 +76,7 @@ def _ylabel(sub):
     return f"{metric}{scale}"
 
 
-def rank_sweep(sub, task):
+def rank_sweep(sub, title):
     # x is config.method.r, so budget-sized runs (whose config r is only the yaml default) are left out; a line is one
     # (model, method, variant less its r), i.e. one target set, plus any other setting that varies (alpha …).
     rank = sub.get("config.method.r", pd.Series(math.nan, index=sub.index))
@@ -85,7 +86,7 @@ def rank_sweep(sub, task):
     lines = {k: g for k, g in lora.groupby(["model", "method", "line"]) if g["rank"].nunique() >= 2}
     if not lines:
         return None, "needs LoRA runs (no method.budget) with config.method.targets at two or more ranks r"
-    fig, ax = _figure(f"Rank sweep: {TASK_LABELS.get(task, task)}", "LoRA rank r (log2 scale)", _ylabel(sub))
+    fig, ax = _figure(f"Rank sweep: {title}", "LoRA rank r (log2 scale)", _ylabel(sub))
     shown = [len({k[i] for k in lines}) > 1 for i in range(2)]
     for (model, method, line), group in sorted(lines.items(), key=lambda kv: (kv[0][:2], kv[0][2].count(","), kv[0])):
         points = group.groupby("rank")["score"].apply(list).to_dict()
@@ -97,11 +98,11 @@ def rank_sweep(sub, task):
     return fig, None
 
 
-def param_budget(sub, task):
+def param_budget(sub, title):
     known = sub[sub["params.trainable_no_head"].notna() & (sub["params.trainable_no_head"] > 0)]
     if known[["method", "params.trainable_no_head"]].drop_duplicates().shape[0] < 2:
         return None, "needs runs at two or more parameter counts (params.trainable_no_head)"
-    fig, ax = _figure(f"Parameter budget: {TASK_LABELS.get(task, task)}",
+    fig, ax = _figure(f"Parameter budget: {title}",
                       "trainable parameters without the head (log10 scale)", _ylabel(sub))
     several_models = known["model"].nunique() > 1
     for (model, method), group in sorted(known.groupby(["model", "method"]), key=lambda kv: kv[0]):
@@ -112,7 +113,7 @@ def param_budget(sub, task):
     return fig, None
 
 
-def learning_curves(sub, task):
+def learning_curves(sub, title):
     curves = {}
     for _, run in sub.iterrows():
         metric, factor = run["headline"], scale_of(run["headline"])[0]
@@ -123,7 +124,7 @@ def learning_curves(sub, task):
     curves = {k: v for k, v in curves.items() if len(v) >= 2}
     if not curves:
         return None, "needs metrics.per_epoch with the headline metric at two or more epochs"
-    fig, ax = _figure(f"Learning curves: {TASK_LABELS.get(task, task)}", "epoch", _ylabel(sub))
+    fig, ax = _figure(f"Learning curves: {title}", "epoch", _ylabel(sub))
     shown = [len({k[i] for k in curves}) > 1 for i in range(3)]
     for (model, method, variant), points in sorted(curves.items()):
         _band(ax, points, _label([model, _method_label(method), variant], [shown[0], True, shown[2]]))
@@ -136,17 +137,18 @@ KINDS = (("rank_sweep", "rank sweep", rank_sweep), ("param_budget", "parameter b
          ("learning_curves", "learning curves", learning_curves))
 
 
-def make_plots(runs, outdir):
-    """Every plot the runs support, under `outdir`; returns (paths relative to outdir's parent, skipped sentences)."""
+def make_plots(runs, outdir, tasks):
+    """Every plot the runs support, under `outdir`; returns (paths relative to outdir's parent, skipped sentences).
+    `tasks` (task → facts.task_view) gives the order of the tasks and their labels."""
     scores = _scores(runs)
     written, skipped = [], []
     with matplotlib.style.context("default"):
-        for task in sorted(set(scores["task"]), key=task_order):
-            sub = scores[scores["task"] == task]
+        for task in sorted(set(scores["task"]), key=lambda t: tasks[t]["sort_key"]):
+            sub, label = scores[scores["task"] == task], tasks[task]["label"]
             for stem, name, plot in KINDS:
-                fig, why = plot(sub, task)
+                fig, why = plot(sub, label)
                 if fig is None:
-                    skipped.append(f"{name} for {TASK_LABELS.get(task, task)}: {why}")
+                    skipped.append(f"{name} for {label}: {why}")
                     continue
                 outdir.mkdir(parents=True, exist_ok=True)
                 fig.tight_layout()

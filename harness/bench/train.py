@@ -18,18 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from harness import catalog
-
-CONF = catalog.CONF_DIR
-
-
-def _method_cfg(name: str, overrides: list[str]) -> dict:
-    path = CONF / "method" / f"{name}.yaml"
-    cfg = OmegaConf.load(path) if path.exists() else OmegaConf.create({"name": name})
-    cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+from harness.bench.common import BenchError, adapt, load_model, model_config
 
 
 def measure(model_name: str, method_name: str, batch: int, seq: int, steps: int, warmup: int, threads: int,
@@ -37,20 +26,12 @@ def measure(model_name: str, method_name: str, batch: int, seq: int, steps: int,
     """One method, in this process: returns its row."""
     import torch
 
-    import methods
-    from harness.models import ModelInfo, load_classifier
-    from harness.run import count_params
     from harness.train.loop import param_groups, peak_memory_bytes
 
     torch.set_num_threads(threads)
-    torch.manual_seed(0)
-    mcfg = OmegaConf.to_container(OmegaConf.load(CONF / "model" / f"{model_name}.yaml"), resolve=True)
-    info = ModelInfo.from_cfg(mcfg)
-    method, cfg = methods.build(_method_cfg(method_name, overrides))
-    model = method.apply(load_classifier(mcfg, 2), cfg, info)
-    for name, p in model.named_parameters():
-        if info.is_head(name):
-            p.requires_grad_(True)
+    base, info = load_model(model_name)
+    model = adapt(base, info, method_name, overrides)[0]
+    info.train_head(model)
     dev = torch.device("cuda" if device != "cpu" and torch.cuda.is_available() else "cpu")
     model.to(dev).train()
     vocab = model.config.vocab_size if hasattr(model, "config") else 30522
@@ -73,7 +54,7 @@ def measure(model_name: str, method_name: str, batch: int, seq: int, steps: int,
             torch.cuda.synchronize(dev)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    params = count_params(model, info)
+    params = info.count_params(model)
     return {"method": method_name, "model": model_name, "batch": batch, "seq": seq, "threads": threads,
             "device": str(dev), "step_seconds_median": statistics.median(times), "step_seconds_min": min(times),
             "step_seconds_max": max(times), "steps": steps, "peak_memory_bytes": peak_memory_bytes(dev),
@@ -81,7 +62,7 @@ def measure(model_name: str, method_name: str, batch: int, seq: int, steps: int,
 
 
 def _child(args) -> dict:
-    cmd = [sys.executable, "-m", "harness.bench_train", "--child", args.model, "--batch", str(args.batch), "--seq",
+    cmd = [sys.executable, "-m", "harness.bench.train", "--child", args.model, "--batch", str(args.batch), "--seq",
            str(args.seq), "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
            "--device", args.device, "--methods", args.method_now, *sum((["--set", s] for s in args.set), [])]
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -109,7 +90,7 @@ def _table(rows: list[dict], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main_train(argv=None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness-bench train", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="minilm")
     p.add_argument("--methods", default="full_ft,bitfit,lora,lora_peft")
@@ -123,15 +104,11 @@ def main_train(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], help="method override, e.g. --set r=16 (all methods)")
     p.add_argument("--out", default=None, help="JSON path (default reports/bench/train_<model>_b<batch>_s<seq>.json)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.child:
-        print(json.dumps(measure(args.child, args.methods, args.batch, args.seq, args.steps, args.warmup, args.threads,
-                                 args.set, args.device)))
-        return 0
-    names = [m for m in args.methods.split(",") if m]
-    if not (CONF / "model" / f"{args.model}.yaml").exists():
-        print(f"error: --model {args.model!r}: no conf/model/{args.model}.yaml", file=sys.stderr)
-        return 2
+    return p
+
+
+def run_rounds(args, names: list[str]) -> list[dict]:
+    """Every method once per round, each in a fresh process; per method, the median over rounds."""
     per_method: dict[str, list[dict]] = {m: [] for m in names}
     for round_ in range(args.rounds):
         for name in names:
@@ -148,6 +125,21 @@ def main_train(argv=None) -> int:
         row["peak_memory_bytes"] = int(statistics.median(r["peak_memory_bytes"] for r in runs))
         row["rounds"] = args.rounds
         rows.append(row)
+    return rows
+
+
+def main_train(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.child:
+        print(json.dumps(measure(args.child, args.methods, args.batch, args.seq, args.steps, args.warmup, args.threads,
+                                 args.set, args.device)))
+        return 0
+    try:
+        model_config(args.model)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    rows = run_rounds(args, [m for m in args.methods.split(",") if m])
     out = Path(args.out or f"reports/bench/train_{args.model}_b{args.batch}_s{args.seq}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     command = "harness-bench train " + shlex.join(argv if argv is not None else sys.argv[1:])

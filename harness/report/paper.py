@@ -1,4 +1,5 @@
-"""The LoRA paper's reported numbers (harness/paper_numbers.yaml) as flat entries, and our names → the paper's names.
+"""The LoRA paper's reported numbers (harness/report/paper_numbers.yaml) as flat entries, and our names → the
+paper's names.
 
 The YAML keeps the paper's table layout (rows × columns) so that it can be checked against the PDF by eye; `entries()`
 flattens it into one dict per printed number, which is what the reproduction scorecard joins on:

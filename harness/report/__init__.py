@@ -1,0 +1,132 @@
+"""harness-report: the paper's tables, plots and a reproduction scorecard from the harness's run records.
+
+Usage:
+    harness-report outputs/ multirun/ --out reports/glue_table2          # folders are searched for run.json
+    harness-report 'outputs/sst2/**/run.json' --out reports/sst2 --formats md,csv
+    harness-report --wandb my-entity/lora-harness --out reports/wandb     # the same report from W&B runs
+
+Writes into --out: README.md (the index: every table, the scorecard, runs not in the tables, unreadable records,
+plots and the plots skipped), one file per table and format (table2_glue.md/.tex/.csv/.html, table3_e2e.*, wikisql.*),
+scorecard.*, aggregate.csv (every metric of every configuration), runs.csv (one flattened row per run), plots/*.png|pdf
+and index.html (with html). The same inputs give byte-identical files: rows are sorted, floats formatted, no dates.
+Tables show medians ×100 with 1 decimal (NIST, CIDEr as is); their CSVs keep the scorer's scale (0.912), unrounded.
+
+run.json is the source of truth (one per training run). A record that is not valid JSON, or lacks the fields the
+tables need, is listed under "Unreadable records", never dropped silently. Exit status: 0, or 2 when nothing was found.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from harness.report import plots, scorecard, tables
+from harness.report.facts import tasks_in
+from harness.report.records import (find_run_files, load_records, records_to_frame, variant_of, wandb_records,
+                                    wandb_run_to_record)
+from harness.report.render import to_html, to_latex, to_markdown
+
+__all__ = ["main", "write_report", "find_run_files", "load_records", "records_to_frame", "variant_of",
+           "wandb_records", "wandb_run_to_record"]
+
+FORMATS = ("md", "tex", "csv", "html")
+SCORECARD_NOTES = ["ours and paper on the paper's scale (×100 except NIST, CIDEr); diff = ours − paper.",
+                   "comparable: yes only when model, data size, evaluation set and budget match; why lists every "
+                   "difference, including caveats that do not disqualify."]
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8", newline="\n")
+
+
+def _csv(frame):
+    cells = frame.map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict, tuple)) else v)
+    return cells.to_csv(index=False, lineterminator="\n")
+
+
+def write_tables(grids, out, formats):
+    """Each table in each format; CSV holds the unrounded long-form numbers (median, mean, std, n …)."""
+    renderers = {"md": to_markdown, "tex": to_latex, "html": to_html}
+    for table in grids:
+        for fmt in formats:
+            text = _csv(table["csv"]) if fmt == "csv" else renderers[fmt](table)
+            _write(out / f"{table['name']}.{fmt}", text)
+
+
+def runs_csv(runs):
+    first = ["source", "status", "model", "task", "method", "variant", "seed"]
+    rest = sorted(c for c in runs.columns if c not in first)
+    return _csv(runs[first + rest]) if not runs.empty else ""
+
+
+def _paper_tables(agg, tasks):
+    """The tables the aggregate supports, each with its CSV rows."""
+    grids = []
+    for spec in tables.table_specs(agg, tasks):
+        table = tables.build_table(agg, spec)
+        table["csv"] = tables.spec_rows(agg, spec).drop(columns=["variant_size", "task_family", "headline"])
+        grids.append(table)
+    return grids
+
+
+def _scorecard_table(agg, tasks):
+    card = scorecard.scorecard(agg, tasks) if not agg.empty else pd.DataFrame(columns=scorecard.COLUMNS)
+    score = tables.frame_table(scorecard.display(card), "Reproduction scorecard", "scorecard", SCORECARD_NOTES)
+    score["csv"], score["tex_columns"] = card, "lllllrlrrlllrrrlp{6cm}"  # `why` wraps
+    return score
+
+
+def write_report(runs, problems, unmatched, out, formats=FORMATS):
+    """Everything into `out`; returns the index (README.md) text."""
+    out, tasks = Path(out), tasks_in(runs)
+    agg = tables.aggregate(runs) if not runs.empty else pd.DataFrame(columns=tables.GROUP_KEY + ["metric", "headline"])
+    grids, score = _paper_tables(agg, tasks), _scorecard_table(agg, tasks)
+    write_tables(grids + [score], out, formats)
+    _write(out / "aggregate.csv", _csv(agg.drop(columns=["variant_size"], errors="ignore")))
+    _write(out / "runs.csv", runs_csv(runs))
+    figures, skipped = plots.make_plots(runs, out / "plots", tasks) if not runs.empty else ([], ["no runs"])
+    sections = tables.side_sections(runs, grids, problems + [(p, "matched no file") for p in unmatched])
+    index = _index(runs, grids, score, sections, figures, skipped)
+    _write(out / "README.md", index)
+    if "html" in formats:
+        body = "".join(to_html(t, level=2) for t in grids + [score] + sections)
+        _write(out / "index.html", "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Report</title></head>"
+                                   f"<body>\n{body}</body></html>\n")
+    return index
+
+
+def _index(runs, grids, score, sections, figures, skipped):
+    """README.md: counts, then every table and list as Markdown blocks (the same text as the per-table files)."""
+    counts = runs["status"].value_counts().sort_index() if not runs.empty else pd.Series(dtype=int)
+    blocks = ["# Report", f"{len(runs)} run records: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
+              + ". Only completed runs enter the tables."]
+    blocks += [to_markdown(t, level=2).strip() for t in grids + [score] + sections]
+    blocks.append("\n".join(["## Plots", ""] + [f"- [{p}]({p})" for p in figures] + [f"- skipped: {s}" for s in skipped]))
+    return "\n\n".join(blocks) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="harness-report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="*", help="run.json files, folders (searched recursively) or globs")
+    parser.add_argument("--out", required=True, help="output folder, e.g. reports/glue_table2")
+    parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read the runs of this W&B project")
+    parser.add_argument("--formats", default=",".join(FORMATS), help="comma list of md,tex,csv,html")
+    args = parser.parse_args(argv)
+    formats = [f for f in args.formats.split(",") if f]
+    if set(formats) - set(FORMATS) or not (args.paths or args.wandb):
+        parser.error(f"give PATH... or --wandb; --formats takes {','.join(FORMATS)}")
+    files, unmatched = find_run_files(args.paths)
+    records, problems = load_records(files)
+    if args.wandb:
+        more, bad = wandb_records(args.wandb)
+        records, problems = records + more, problems + bad
+    if not records and not problems:
+        print(f"harness-report: no run.json found under {' '.join(args.paths)}", file=sys.stderr)
+        return 2
+    runs = records_to_frame(records)
+    write_report(runs, problems, unmatched, args.out, formats)
+    print(f"{len(records)} runs, {len(problems)} unreadable; report in {Path(args.out) / 'README.md'}")
+    return 0

@@ -1,0 +1,203 @@
+"""One run, start to end: `run(cfg, output_dir) -> record`, in three parts that read top to bottom.
+
+    open     skip a completed run (skip_completed), validate everything before anything loads (harness/validate.py),
+             take the folder's lock, decide between resuming the folder's run and starting afresh
+    execute  build the task pipeline, apply the method (sized to its budget), train (harness/train/loop.py), decode and
+             save what the task and the method keep, flag silent failures
+    close    the record's final status and W&B's end, whatever happened
+
+Every run leaves a `run.json` in its output folder (written atomically: at start, after each evaluation, at the end);
+a run that did not finish says `failed` or `diverged` there, never `completed`. A record is written only by the
+process that holds the folder's lock (harness/outputs.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from harness import flags, outputs, results, tasks, validate
+from harness.io import write_json_atomic
+from harness.models.info import ModelInfo
+from harness.tracking import NullTracker, make_tracker, run_name, run_tags
+from harness.train.checkpoint import Checkpoints
+from harness.train.loop import Diverged, TrainResult, fit
+
+log = logging.getLogger("harness")
+
+
+@dataclass
+class Session:
+    """A run in progress: its record and where it goes, the tracker, and the folder lock while it is held."""
+
+    config: dict
+    record: dict
+    output_dir: Path
+    tracker: object = field(default_factory=NullTracker)
+    lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    holding: bool = False
+
+    @property
+    def record_path(self) -> Path:
+        return self.output_dir / "run.json"
+
+    def write(self) -> None:
+        write_json_atomic(self.record_path, self.record)
+
+
+def same_run(previous: dict | None, record: dict) -> bool:
+    """The folder's run.json (`previous`) is this configuration's: the same run_id."""
+    return bool(previous) and previous.get("run_id") == record["run_id"]
+
+
+def skip(previous: dict | None, record: dict, config: dict) -> bool:
+    """`skip_completed` and the folder's run.json is this run's (same run_id), completed."""
+    done = same_run(previous, record) and previous.get("status") == "completed"
+    if done and config.get("skip_completed"):
+        log.info("skipping run %s: already completed (%s)", record["run_id"], Path(record["output_dir"]) / "run.json")
+        return True
+    return False
+
+
+def metrics_of(result: TrainResult, headline: str) -> dict:
+    ends = flags.loss_ends(result.losses)
+    return {"headline": headline, "best": result.best, "best_epoch": result.best_epoch, "per_epoch": result.per_epoch,
+            "final": {k: v for k, v in result.per_epoch[-1].items() if k not in ("epoch", "step")}
+            if result.per_epoch else None,
+            "train_loss_start": ends and ends[0], "train_loss_end": ends and ends[1],
+            "nonfinite_skipped": result.nonfinite_skipped}
+
+
+def open_run(s: Session) -> tuple[validate.Checked, Checkpoints] | None:
+    """Validate, lock, and decide resume vs fresh start; None when the run is to be skipped (completed meanwhile)."""
+    try:  # everything cheap, before any data or model loads: fail at start-up, not after an hour of training
+        checked = validate.check(s.config, s.output_dir)
+    finally:  # a record, even a failed one, is written only by the process that holds the folder
+        s.holding = s.output_dir.is_dir() and s.lock.enter_context(outputs.hold(s.output_dir))
+    if not s.holding:
+        raise outputs.RunLocked(f"{s.output_dir} is in use by another process ({outputs.holder(s.output_dir)}); "
+                                "it is running this configuration now")
+    previous = results.read_record(s.record_path)  # again, under the lock: it may have completed meanwhile
+    if skip(previous, s.record, s.config):
+        s.holding = False  # its record stays as it is
+        return None
+    tcfg = checked.trainer
+    checkpoints = Checkpoints(s.output_dir / "checkpoints", s.record["run_id"], tcfg.checkpoint_every,
+                              tcfg.keep_checkpoints)
+    if same_run(previous, s.record) and s.config.get("resume", True) and previous.get("status") != "completed":
+        s.record["started_at"], s.record["resumes"] = previous["started_at"], previous.get("resumes", [])
+    else:
+        checkpoints.clear()  # another configuration's, a completed run's, or a fresh start was asked for
+    s.write()
+    return checked, checkpoints
+
+
+def adapt(s: Session, checked: validate.Checked, model) -> tuple[torch.nn.Module, object, ModelInfo]:
+    """The method applied to the loaded model, sized to its budget: the config that trains is the one recorded
+    (config.method holds the size value that trained, once)."""
+    info = ModelInfo.from_cfg(s.config["model"], model.config)
+    method_cfg = checked.method.sized(checked.method_cfg, info, model)
+    model = checked.method.apply(model, method_cfg, info)
+    info.train_head(model)
+    s.record["config"]["method"].update(dataclasses.asdict(method_cfg))
+    s.record["params"] = info.count_params(model)
+    log.info("params: %s", s.record["params"])
+    return model, method_cfg, info
+
+
+def start_tracking(s: Session, method_name: str) -> None:
+    s.tracker = make_tracker(s.config["tracker"], config=s.record["config"], output_dir=s.output_dir,
+                             name=run_name(s.record["config"]), job_type=method_name, tags=run_tags(s.record["config"]))
+    s.record["tracking"] = {"wandb_dir": s.tracker.run_dir}
+
+
+def train(s: Session, checked: validate.Checked, checkpoints: Checkpoints, pipeline, model, method_cfg) -> TrainResult:
+    task, method = checked.task, checked.method
+    resumed_at = results.now()
+
+    def evaluate(m):
+        with method.evaluating(m, method_cfg):
+            return pipeline.evaluate(m)
+
+    def on_progress(result: TrainResult):  # the history so far survives a crash or a kill in run.json
+        if result.resumed_from and s.record["resumes"][-1:] != [{**result.resumed_from, "at": resumed_at}]:
+            s.record["resumes"].append({**result.resumed_from, "at": resumed_at})
+        s.record["metrics"] = metrics_of(result, task.headline)
+        s.write()
+
+    return fit(model, pipeline.train, checked.trainer, collate=pipeline.collate, evaluate=evaluate,
+               headline=pipeline.select_on or task.headline, tracker=s.tracker, seed=s.config["seed"],
+               loss_fn=pipeline.loss_fn, checkpoints=checkpoints, on_progress=on_progress)
+
+
+def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> None:
+    task, method, record = checked.task, checked.method, s.record
+    pipeline = tasks.build(task, s.config["model"], checked.trainer)
+    record["provenance"] = results.provenance(pipeline.provenance, None)  # versions, for failed runs too
+    record["evaluation"] = pipeline.evaluated
+    torch.manual_seed(s.config["seed"])  # the task head's initialisation draws from torch's RNG
+    model, method_cfg, info = adapt(s, checked, pipeline.build_model())
+    start_tracking(s, method.name)
+    result = train(s, checked, checkpoints, pipeline, model, method_cfg)
+    record["metrics"], record["cost"] = metrics_of(result, task.headline), result.cost
+    record["provenance"]["device"] = result.cost["device"]
+    if pipeline.after_run:  # e.g. decode once with the final model and save the generations
+        with method.evaluating(model, method_cfg):
+            pipeline.after_run(model, s.output_dir, record, s.tracker)
+    if method.save:
+        method.save(model, method_cfg, info, s.output_dir / "adapter")
+    record["flags"] = flags.flags(task.headline, record["metrics"]["best"], result.best_stats, result.losses,
+                                  result.nonfinite_skipped)
+    if record["flags"]:
+        log.warning("run flagged: %s", ", ".join(record["flags"]))
+    record["status"] = "completed"
+    s.write()  # completed before the checkpoints go
+    try:
+        checkpoints.finish(result.best_state, s.output_dir / "best.safetensors")
+    except OSError as exc:
+        log.warning("could not prune checkpoints in %s: %s", checkpoints.folder, exc)
+    s.tracker.summary({"status": "completed", "headline": task.headline, "flags": record["flags"],
+                       "best_epoch": record["metrics"]["best_epoch"],
+                       **{f"best/{k}": v for k, v in record["metrics"]["best"].items()},
+                       **{f"params/{k}": v for k, v in record["params"].items()},
+                       **{f"cost/{k}": v for k, v in result.cost.items() if isinstance(v, (int, float))}})
+
+
+def close(s: Session) -> None:
+    record = s.record
+    record["finished_at"] = results.now()
+    if record["status"] != "completed":
+        s.tracker.summary({"status": record["status"], "error": (record["error"] or {}).get("message")})
+    s.tracker.finish(ok=record["status"] == "completed")
+    if s.holding:
+        s.write()
+    s.lock.close()
+
+
+def run(cfg: DictConfig, output_dir: str | Path) -> dict:
+    """Train and evaluate one configuration; returns the run record (also written to `output_dir/run.json`).
+    Resumes from the folder's checkpoints when its run.json is this run's (same run_id) and did not complete."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    s = Session(config, results.new_record(config, Path(output_dir)), Path(output_dir))
+    s.record["resumes"] = []  # {step, epoch, batch, at}: each checkpoint this run went on from, and when
+    previous = results.read_record(s.record_path)
+    if skip(previous, s.record, config):  # before any work
+        return {**previous, "skipped": True}
+    try:
+        opened = open_run(s)
+        if opened is None:
+            return {**results.read_record(s.record_path), "skipped": True}
+        execute(s, *opened)
+    except Diverged as exc:
+        s.record["status"], s.record["error"] = "diverged", results.error_info(exc)
+    except BaseException as exc:
+        s.record["status"], s.record["error"] = "failed", results.error_info(exc)
+        raise
+    finally:
+        close(s)
+    return s.record
