@@ -82,12 +82,12 @@ def run_tags(config: dict) -> list[str]:
     return [str(t) for t in tags if t is not None]
 
 
-def make_tracker(tcfg: dict, *, config: dict, output_dir: Path, name: str, job_type: str, tags: list[str]):
-    if tcfg.get("name", "none") == "none" or tcfg.get("mode") == "disabled":
+def make_tracker(tracker_cfg: dict, *, config: dict, output_dir: Path, name: str, job_type: str, tags: list[str]):
+    if tracker_cfg.get("name", "none") == "none" or tracker_cfg.get("mode") == "disabled":
         return NullTracker()
     import wandb
 
-    mode = tcfg.get("mode", "offline")
+    mode = tracker_cfg.get("mode", "offline")
     if mode not in ("offline", "online"):
         from harness.errors import ConfigError
 
@@ -95,8 +95,8 @@ def make_tracker(tcfg: dict, *, config: dict, output_dir: Path, name: str, job_t
     if mode == "online" and not _has_credentials():
         log.warning("tracker.mode=online but no W&B credentials (WANDB_API_KEY or `wandb login`): logging offline instead")
         mode = "offline"
-    kwargs = dict(project=tcfg.get("project"), entity=tcfg.get("entity"), group=tcfg.get("group"), job_type=job_type,
-                  tags=sorted(set([*tags, *(tcfg.get("tags") or [])])), name=name, config=results.flatten(config),
+    kwargs = dict(project=tracker_cfg.get("project"), entity=tracker_cfg.get("entity"), group=tracker_cfg.get("group"), job_type=job_type,
+                  tags=sorted(set([*tags, *(tracker_cfg.get("tags") or [])])), name=name, config=results.flatten(config),
                   dir=str(output_dir), reinit="finish_previous")
     for attempt in (mode, "offline") if mode == "online" else (mode,):
         try:

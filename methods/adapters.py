@@ -56,17 +56,19 @@ class DropConfig(Config):
 
 
 @dataclass(frozen=True)
-class Variant:
+class Placement:
+    """Where a variant's adapters sit and which LayerNorms train with them."""
+
     sites: tuple[str, ...]       # keys of ModelInfo.modules whose modules get wrapped
     model_norms: bool = False    # train the model's own LayerNorms in the adapted layers
     own_norm: bool = False       # a LayerNorm (trainable) in front of each bottleneck
 
 
-VARIANTS = {
-    "adapter_h": Variant(("attn_out", "ffn_out"), model_norms=True),
-    "adapter_p": Variant(("ffn_out",)),
-    "adapter_l": Variant(("ffn_block",), own_norm=True),
-    "adapter_d": Variant(("ffn_out",)),
+PLACEMENTS = {
+    "adapter_h": Placement(("attn_out", "ffn_out"), model_norms=True),
+    "adapter_p": Placement(("ffn_out",)),
+    "adapter_l": Placement(("ffn_block",), own_norm=True),
+    "adapter_d": Placement(("ffn_out",)),
 }
 
 
@@ -119,46 +121,46 @@ def _find(model, info, key: str, layers: list[int]) -> list[str]:
     return info.find(model, [key], layers, types=None)
 
 
-def inject(model: nn.Module, cfg: Config, info, variant: Variant) -> list[str]:
-    """Freeze the model, wrap each site with an adapter, unfreeze what the variant trains; returns the wrapped names."""
+def inject(model: nn.Module, cfg: Config, info, placement: Placement) -> list[str]:
+    """Freeze the model, wrap each site with an adapter, unfreeze what the placement trains; returns the wrapped names."""
     layers = adapted_layers(cfg, info)
     for p in model.parameters():
         p.requires_grad_(False)
-    names = [name for key in variant.sites for name in _find(model, info, key, layers)]
+    names = [name for key in placement.sites for name in _find(model, info, key, layers)]
     for name in names:
         base = model.get_submodule(name)
         like = next(base.parameters())
         parent, _, child = name.rpartition(".")
-        adapter = Bottleneck(info.d_model, cfg.r, cfg.nonlinearity, variant.own_norm, like=like)
+        adapter = Bottleneck(info.d_model, cfg.r, cfg.nonlinearity, placement.own_norm, like=like)
         setattr(model.get_submodule(parent), child, Adapted(base, adapter))
-    if variant.model_norms:
+    if placement.model_norms:
         for name in _find(model, info, "norms", layers):
             model.get_submodule(name).requires_grad_(True)
     return names
 
 
-def count(cfg: Config, info, model: nn.Module, variant: Variant) -> int:
+def count(cfg: Config, info, model: nn.Module, placement: Placement) -> int:
     """L̂·(2·d·r + r + d) + 2·L̂_LN·d; the model's own norms are counted as they are (2·d each for a LayerNorm)."""
     layers = adapted_layers(cfg, info)
     d, r = info.d_model, cfg.r
-    n_adapters = len(layers) * len(variant.sites)
-    total = n_adapters * (2 * d * r + r + d) + (n_adapters * 2 * d if variant.own_norm else 0)
-    if variant.model_norms:
+    n_adapters = len(layers) * len(placement.sites)
+    total = n_adapters * (2 * d * r + r + d) + (n_adapters * 2 * d if placement.own_norm else 0)
+    if placement.model_norms:
         total += sum(p.numel() for name in _find(model, info, "norms", layers)
                      for p in model.get_submodule(name).parameters())
     return total
 
 
-def _register(name: str, variant: Variant):
+def _register(name: str, placement: Placement):
     def apply(model, cfg, info):
-        inject(model, cfg, info, variant)
+        inject(model, cfg, info, placement)
         return model
 
-    def count_variant(cfg, info, model):
-        return count(cfg, info, model, variant)
+    def count_placement(cfg, info, model):
+        return count(cfg, info, model, placement)
 
-    register(name, DropConfig if name == "adapter_d" else Config, size_param="r", count=count_variant)(apply)
+    register(name, DropConfig if name == "adapter_d" else Config, size_param="r", count=count_placement)(apply)
 
 
-for _name, _variant in VARIANTS.items():
-    _register(_name, _variant)
+for _name, _placement in PLACEMENTS.items():
+    _register(_name, _placement)

@@ -34,9 +34,9 @@ def test_latency_rows_and_table(tmp_path):
     assert next(r for r in rows if r["variant"] == "adapter_p")["params"] == 2 * (2 * 32 * 16 + 16 + 32)
     table = out.with_suffix(".md").read_text()
     assert "| Batch size | 1 | 2 |" in table and "| Sequence length | 24 | 24 |" in table
-    assert "AdapterH (|Θ| = " in table and "16 prefix positions" in table
+    assert "Adpt<sup>H</sup> (|Θ| = " in table and "16 prefix positions" in table   # the method yaml's label (Adpt^H)
     assert "harness-bench latency --model tiny-bert" in table and "Skipped: adapter_d" in table
-    assert "Paired overhead" in table and "| AdapterP | " in table
+    assert "Paired overhead" in table and "| Adpt<sup>P</sup> | " in table
 
 
 def test_prefix_variants_keep_the_total_sequence_length():

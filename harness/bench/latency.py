@@ -26,15 +26,21 @@ import sys
 import time
 from pathlib import Path
 
+from harness import catalog
 from harness.bench.common import BenchError, adapt, load_model, model_config
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports" / "bench"
 VARIANTS = ["base", "lora_merged", "lora_unmerged", "adapter_h", "adapter_p", "adapter_l", "adapter_d",
             "prefix_embed", "prefix_layer"]
 PAPER_GRID, CPU_GRID = "32x512,16x256,1x128", "1x128,8x128,32x128"
-LABELS = {"base": "Base (FT)", "lora_merged": "LoRA merged", "lora_unmerged": "LoRA unmerged", "adapter_h": "AdapterH",
-          "adapter_p": "AdapterP", "adapter_l": "AdapterL", "adapter_d": "AdapterD", "prefix_embed": "PreEmbed",
-          "prefix_layer": "PreLayer"}
+# The variants that are not a method of their own; a method's variant is labelled by its yaml (harness/catalog.py).
+LABELS = {"base": "Base (FT)", "lora_merged": "LoRA merged", "lora_unmerged": "LoRA unmerged"}
+
+
+def label(variant: str) -> str:
+    """Markdown: a method's `^X` as a superscript, as the report prints it."""
+    base, _, sup = catalog.method_label(variant).partition("^")
+    return LABELS.get(variant) or base + (f"<sup>{sup}</sup>" if sup else "")
 
 
 def parse_grid(text: str) -> list[tuple[int, int]]:
@@ -126,17 +132,17 @@ def markdown(rows: list[dict], meta: dict) -> str:
              "| Sequence length | " + " | ".join(str(s) for _, s in cells) + " |"]
     for v in variants:
         first = at[(v, *cells[0])]
-        label = f"{LABELS.get(v, v)} (|Θ| = {first['params']:,}" + (
+        row_label = f"{label(v)} (|Θ| = {first['params']:,}" + (
             f", {first['prefix_positions']} prefix positions)" if first.get("prefix_positions") else ")")
         out = []
         for b, s in cells:
             r = at[(v, b, s)]
             extra = "" if v == "base" else f" ({r['overhead_pct']:+.1f}%)"
             out.append(f"{r['latency_ms_median']:.2f} ±{r['latency_ms_std']:.2f}{extra}")
-        lines.append(f"| {label} | " + " | ".join(out) + " |")
+        lines.append(f"| {row_label} | " + " | ".join(out) + " |")
     lines += ["", "Paired overhead (median over rounds of variant / base time in the same round, %):", "",
               "| Variant | " + " | ".join(f"{b}×{s}" for b, s in cells) + " |", "|---|" + "---|" * len(cells)]
-    lines += [f"| {LABELS.get(v, v)} | " + " | ".join(f"{at[(v, b, s)]['overhead_pct_paired']:+.1f}" for b, s in cells) + " |"
+    lines += [f"| {label(v)} | " + " | ".join(f"{at[(v, b, s)]['overhead_pct_paired']:+.1f}" for b, s in cells) + " |"
               for v in variants if v != "base"]
     lines += ["", f"Command: `{meta['command']}`", f"torch {meta['torch']}, {meta['threads']} threads, "
               f"{meta['warmup']} warm-up passes per variant and cell, variants timed round-robin in one process "
