@@ -20,11 +20,13 @@ import statistics
 class Evaluation(dict):
     """{metric: value}, plus `stats` about the headline split's predictions: `distinct_predictions`, and for labels
     `majority_rate` (share of the most frequent label) and `positive_rate` (share of label 1), or for regression
-    `prediction_std`."""
+    `prediction_std`; and `predictions`, the headline split's per-example rows ({id, label, prediction, scores}) that
+    the run keeps for its best epoch (predictions.jsonl.gz: intervals and paired comparisons read them)."""
 
-    def __init__(self, metrics: dict, stats: dict | None = None):
+    def __init__(self, metrics: dict, stats: dict | None = None, predictions: list[dict] | None = None):
         super().__init__(metrics)
         self.stats = stats or {}
+        self.predictions = predictions
 
 
 def prediction_stats(preds, labels, regression: bool) -> dict:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gzip
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,13 +24,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from harness import flags, outputs, results, tasks, validate
-from harness.io import write_json_atomic
+from harness.io import write_atomic, write_json_atomic
 from harness.models.info import ModelInfo
 from harness.tracking import NullTracker, make_tracker, run_name, run_tags
 from harness.train.checkpoint import Checkpoints
 from harness.train.loop import Diverged, TrainResult, fit
 
 log = logging.getLogger("harness")
+PREDICTIONS = "predictions.jsonl.gz"   # the best evaluation's per-example rows, beside run.json
 
 
 @dataclass
@@ -149,6 +152,8 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
     if pipeline.after_run:  # e.g. decode once with the final model and save the generations
         with method.evaluating(model, method_cfg):
             pipeline.after_run(model, s.output_dir, record, s.tracker)
+    if result.best_predictions:
+        keep_predictions(s, pipeline, result.best_predictions)
     if method.save:
         method.save(model, method_cfg, info, s.output_dir / "adapter")
     record["flags"] = flags.flags(task.headline, record["metrics"]["best"], result.best_stats, result.losses,
@@ -166,6 +171,24 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
                        **{f"best/{k}": v for k, v in record["metrics"]["best"].items()},
                        **{f"params/{k}": v for k, v in record["params"].items()},
                        **{f"cost/{k}": v for k, v in result.cost.items() if isinstance(v, (int, float))}})
+
+
+def keep_predictions(s: Session, pipeline, rows: list[dict]) -> None:
+    """The best evaluation's per-example rows beside run.json (predictions.jsonl.gz) and as a W&B table, and the
+    headline metric's bootstrap interval over them in the record (metrics.interval)."""
+    path = s.output_dir / PREDICTIONS
+    write_atomic(path, lambda tmp: _write_jsonl_gz(tmp, rows))
+    evaluated = s.record.get("evaluation") or {}
+    s.record["predictions"] = {"file": PREDICTIONS, "rows": len(rows), "split": (evaluated.get("splits") or [None])[0]}
+    if pipeline.interval:
+        s.record["metrics"]["interval"] = pipeline.interval(rows)
+    columns = list(rows[0])
+    s.tracker.table("eval/predictions", columns, [[row[c] for c in columns] for row in rows])
+
+
+def _write_jsonl_gz(path: str, rows: list[dict]) -> None:
+    with gzip.open(path, "wt", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
 
 
 def close(s: Session) -> None:

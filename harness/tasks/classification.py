@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 import datasets
+import numpy as np
 import torch
 
 from harness.errors import DataError
@@ -25,7 +26,8 @@ from harness.metrics import glue as glue_metrics
 from harness.models.classifier import head_config, load_classifier
 from harness.models.source import load_tokenizer, skeleton
 from harness.tasks.config import dataset_module
-from harness.tasks.pipeline import Pipeline, seeded_subset
+from harness.stats import bootstrap_interval
+from harness.tasks.pipeline import Pipeline, seeded_subset, subset_indices
 
 CACHE_VERSION = 1
 
@@ -78,8 +80,9 @@ def tokenize_cached(columns: dict, source: dict, tokenizer, max_len: int, cache_
     return datasets.load_from_disk(str(final))
 
 
-def load_splits(task, tokenizer, tcfg) -> tuple[datasets.Dataset, dict, dict]:
-    """(training set, {eval split: tokenised split}, provenance); the first eval split holds the headline metric."""
+def load_splits(task, tokenizer, tcfg) -> tuple[datasets.Dataset, dict, dict, dict]:
+    """(training set, {eval split: tokenised split}, {eval split: the rows' indices in the split}, provenance); the
+    first eval split holds the headline metric."""
     datasets.disable_progress_bars()  # one-off tokenisation; the training bar is the one that matters
     reader = dataset_module(task.dataset)
     provenance, splits = {}, {}
@@ -88,32 +91,51 @@ def load_splits(task, tokenizer, tcfg) -> tuple[datasets.Dataset, dict, dict]:
         provenance[split] = source
         splits[split] = tokenize_cached(columns, source, tokenizer, tcfg.max_seq_len, tcfg.cache_dir)
     train = seeded_subset(splits.pop(task.splits["train"]), tcfg.max_train_samples, tcfg.subset_seed)
-    evals = {name: seeded_subset(ds, tcfg.max_eval_samples, 0) for name, ds in splits.items()}
+    ids = {name: subset_indices(len(ds), tcfg.max_eval_samples, 0) for name, ds in splits.items()}
+    evals = {name: ds.select(ids[name]) if len(ids[name]) < len(ds) else ds for name, ds in splits.items()}
     if len(train) == 0:
         raise DataError(f"task {task.name}: the training split is empty")
-    return train, evals, provenance
+    return train, evals, ids, provenance
 
 
-def evaluator(task, evals: dict, batch_size: int, collate):
+def evaluator(task, evals: dict, batch_size: int, collate, ids: dict):
+    """model → Evaluation: every eval split scored (the first unprefixed), with the first split's prediction
+    statistics (flags) and per-example rows {id, label, prediction, scores} (`ids`: each row's index in its split)."""
     regression = task.labels is None
 
     def evaluate(model) -> Evaluation:
         device = next(model.parameters()).device
-        out, stats = {}, {}
+        out, stats, rows = {}, {}, None
         for i, (split, ds) in enumerate(evals.items()):
-            preds, labels = [], []
+            logits, labels = [], []
             for batch in torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate):
                 labels.append(batch.pop("labels"))
-                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu()
-                preds.append(logits.squeeze(-1) if regression else logits.argmax(-1))
-            preds, labels = torch.cat(preds).numpy(), torch.cat(labels).numpy()
+                logits.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
+            logits, labels = torch.cat(logits), torch.cat(labels).numpy()
+            preds = (logits.squeeze(-1) if regression else logits.argmax(-1)).numpy()
             scores = glue_metrics.compute(task.metrics, preds, labels)
             out.update({(k if i == 0 else f"{split}/{k}"): v for k, v in scores.items()})
             if i == 0:  # the split that holds the headline metric
                 stats = prediction_stats(preds, labels, regression)
-        return Evaluation(out, stats)
+                rows = prediction_rows(ids[split], labels, preds, logits)
+        return Evaluation(out, stats, rows)
 
     return evaluate
+
+
+def prediction_rows(ids, labels, preds, logits) -> list[dict]:
+    """One row per evaluated example: its index in the split, the gold label, the prediction, the logits (5 decimals)."""
+    return [{"id": int(i), "label": y.item(), "prediction": p.item(), "scores": [round(float(v), 5) for v in row]}
+            for i, y, p, row in zip(ids, labels, preds, logits.tolist())]
+
+
+def headline_interval(task, rows: list[dict], seed: int = 0) -> dict:
+    """The bootstrap interval of the headline metric over the evaluated examples (harness/stats.py)."""
+    metric = glue_metrics.FAST[task.headline]
+    preds = np.array([r["prediction"] for r in rows])
+    labels = np.array([r["label"] for r in rows])
+    found = bootstrap_interval(lambda idx: metric(preds[idx], labels[idx]), len(rows), seed=seed)
+    return {"metric": task.headline, "value": metric(preds, labels), **found}
 
 
 def check_data(task) -> list[str]:
@@ -132,13 +154,14 @@ def build(task, model_cfg: dict, tcfg) -> Pipeline:
     from transformers import DataCollatorWithPadding
 
     tokenizer = load_tokenizer(model_cfg, tcfg.cache_dir)
-    train, evals, provenance = load_splits(task, tokenizer, tcfg)
+    train, evals, ids, provenance = load_splits(task, tokenizer, tcfg)
     collate = DataCollatorWithPadding(tokenizer)
     return Pipeline(
         train=train,
         collate=collate,
         build_model=lambda: load_classifier(model_cfg, num_labels(task), tcfg.cache_dir),
-        evaluate=evaluator(task, evals, tcfg.eval_batch_size, collate),
+        evaluate=evaluator(task, evals, tcfg.eval_batch_size, collate, ids),
+        interval=lambda rows: headline_interval(task, rows),
         provenance=provenance,
         tokenizer=tokenizer,
         evaluated={"splits": list(evals), "items": {name: len(ds) for name, ds in evals.items()},

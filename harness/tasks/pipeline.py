@@ -22,6 +22,8 @@ class Pipeline:
     select_on: str | None = None
     # What was evaluated, for the run record: {split(s), items, decoding (generation), task_version}.
     evaluated: dict = field(default_factory=dict)
+    # rows → the headline metric's bootstrap interval, from the best evaluation's per-example rows (Evaluation.predictions)
+    interval: Callable[[list], dict] | None = None
 
 
 @dataclass
@@ -34,11 +36,17 @@ class EvalItem:
     example: dict | None = None    # the dataset's own record, for its scorer (WikiSQL: the SQL and table)
 
 
-def seeded_subset(ds, n: int | None, seed: int):
-    """`n` examples of a datasets.Dataset drawn with `seed`, in their original order (all of them when n is None)."""
+def subset_indices(total: int, n: int | None, seed: int) -> list[int]:
+    """The indices of `n` of `total` examples drawn with `seed`, in their original order (all of them: n is None)."""
     import numpy as np
 
+    if n is None or n >= total:
+        return list(range(total))
+    return np.sort(np.random.default_rng(seed).permutation(total)[:n]).tolist()
+
+
+def seeded_subset(ds, n: int | None, seed: int):
+    """`n` examples of a datasets.Dataset drawn with `seed`, in their original order (all of them when n is None)."""
     if n is None or n >= len(ds):
         return ds
-    idx = np.random.default_rng(seed).permutation(len(ds))[:n]
-    return ds.select(np.sort(idx))
+    return ds.select(subset_indices(len(ds), n, seed))

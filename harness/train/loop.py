@@ -148,6 +148,7 @@ def evaluate_now(s: Setup, state: TrainingState, evaluate: Callable, headline: s
     if result.best_epoch is None or metrics[headline] > result.best[headline]:
         result.best, result.best_epoch = dict(metrics), epoch
         result.best_stats = dict(getattr(metrics, "stats", {}))
+        result.best_predictions = getattr(metrics, "predictions", None)
         result.best_state = trainable_state(s.accelerator.unwrap_model(s.model))
     return f"epoch {epoch:g} step {state.step}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
 

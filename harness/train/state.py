@@ -28,13 +28,14 @@ class TrainResult:
     best_epoch: int | None = None
     best_state: dict | None = None            # trainable parameters at the best evaluation (CPU copies)
     best_stats: dict = field(default_factory=dict)  # the evaluator's prediction statistics at the best evaluation
+    best_predictions: list | None = None      # the evaluator's per-example rows at the best evaluation
     losses: list[float] = field(default_factory=list)  # training loss of every batch, in order
     nonfinite_skipped: int = 0
     resumed_from: dict | None = None          # {step, epoch, batch} of the checkpoint this call started from
     cost: dict = field(default_factory=dict)
     steps: int = 0
 
-    PROGRESS = ("per_epoch", "best", "best_epoch", "best_stats", "losses", "nonfinite_skipped")
+    PROGRESS = ("per_epoch", "best", "best_epoch", "best_stats", "best_predictions", "losses", "nonfinite_skipped")
 
 
 class Clock:
@@ -110,7 +111,7 @@ class TrainingState:
         load_trainable(parts["model"], saved["model"])
         parts["optimizer"].load_state_dict(saved["optimizer"])
         parts["scheduler"].load_state_dict(saved["scheduler"])
-        result = TrainResult(**{key: saved["progress"][key] for key in TrainResult.PROGRESS},
+        result = TrainResult(**{key: saved["progress"].get(key) for key in TrainResult.PROGRESS},
                              best_state=saved["best_state"])
         result.resumed_from = {"step": saved["step"], "epoch": saved["epoch"], "batch": saved["batch"]}
         counts = saved["counters"]
