@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report import plots, scorecard, tables
+from harness.report import claims, plots, scorecard, tables
 from harness.report.facts import tasks_in
 from harness.report.records import (find_run_files, load_records, records_to_frame, variant_of, wandb_records,
                                     wandb_run_to_record)
@@ -31,6 +31,13 @@ __all__ = ["main", "write_report", "find_run_files", "load_records", "records_to
            "wandb_records", "wandb_run_to_record"]
 
 FORMATS = ("md", "tex", "csv", "html")
+CLAIM_NOTES = ["Each of the paper's claims (harness/report/claims.yaml) on the runs of this report: A − B on the "
+               "task's headline metric (×100; latency: % over the base model) with its 95 % interval.",
+               "Evidence: examples = paired bootstrap interval and approximate-randomization p over evaluation "
+               "examples, seeds paired; seeds = Student t interval and sign-flip p over per-seed differences; "
+               "rounds = bootstrap over timing rounds; one seed = no interval.",
+               "Verdict: supported / contradicted when the interval lies on one side of the claim's bound (test), "
+               "inconclusive when it straddles it or there is none, not run when a side has no runs."]
 SCORECARD_NOTES = ["ours and paper on the paper's scale (×100 except NIST, CIDEr); diff = ours − paper.",
                    "comparable: yes only when model, data size, evaluation set and budget match; why lists every "
                    "difference, including caveats that do not disqualify."]
@@ -61,28 +68,46 @@ def runs_csv(runs):
     return _csv(runs[first + rest]) if not runs.empty else ""
 
 
-def _paper_tables(agg, tasks):
-    """The tables the aggregate supports, each with its CSV rows."""
-    grids = []
+def _paper_tables(agg, tasks, runs):
+    """The tables the aggregate supports, each with its CSV rows, and its companion table of intervals."""
+    grids, done = [], tables.completed_runs(runs) if not runs.empty else None
     for spec in tables.table_specs(agg, tasks):
-        table = tables.build_table(agg, spec)
+        table = tables.build_table(agg, spec, done)
         table["csv"] = tables.spec_rows(agg, spec).drop(columns=["variant_size", "task_family", "headline"])
-        grids.append(table)
+        intervals = tables.interval_table(agg, spec)
+        intervals["csv"] = table["csv"]
+        grids += [table, intervals]
     return grids
 
 
 def _scorecard_table(agg, tasks):
+    """The absolute comparison with the paper's numbers: in the table only the rows where model, data and budget
+    match (comparable); every row in its CSV."""
     card = scorecard.scorecard(agg, tasks) if not agg.empty else pd.DataFrame(columns=scorecard.COLUMNS)
-    score = tables.frame_table(scorecard.display(card), "Reproduction scorecard", "scorecard", SCORECARD_NOTES)
+    comparable = card[card["comparable"] == "yes"]
+    notes = SCORECARD_NOTES + [f"{len(comparable)} of {len(card)} rows are comparable; scorecard.csv lists all {len(card)} "
+                               "with why the others are not."]
+    score = tables.frame_table(scorecard.display(comparable), "Paper numbers, where the setups match", "scorecard",
+                               notes)
     score["csv"], score["tex_columns"] = card, "lllllrlrrlllrrrlp{6cm}"  # `why` wraps
     return score
 
 
-def write_report(runs, problems, unmatched, out, formats=FORMATS):
-    """Everything into `out`; returns the index (README.md) text."""
+def _claims_table(runs, benches):
+    """The claim scorecard (harness/report/claims.py): the report's headline."""
+    done = tables.completed_runs(runs) if not runs.empty else runs
+    card = claims.scorecard(done, benches)
+    table = tables.frame_table(claims.display(card), "Claim scorecard", "claims", CLAIM_NOTES + [claims.summary(card)])
+    table["csv"] = card
+    return table
+
+
+def write_report(runs, problems, unmatched, out, formats=FORMATS, benches=()):
+    """Everything into `out`; returns the index (README.md) text. `benches`: harness-bench latency JSON contents."""
     out, tasks = Path(out), tasks_in(runs)
     agg = tables.aggregate(runs) if not runs.empty else pd.DataFrame(columns=tables.GROUP_KEY + ["metric", "headline"])
-    grids, score = _paper_tables(agg, tasks), _scorecard_table(agg, tasks)
+    card = _claims_table(runs, benches)
+    grids, score = [card] + _paper_tables(agg, tasks, runs), _scorecard_table(agg, tasks)
     write_tables(grids + [score], out, formats)
     _write(out / "aggregate.csv", _csv(agg.drop(columns=["variant_size"], errors="ignore")))
     _write(out / "runs.csv", runs_csv(runs))

@@ -10,7 +10,8 @@ import math
 
 import pandas as pd
 
-from harness import catalog
+from harness import catalog, stats
+from harness.report import evidence
 
 # One row of a table = one configuration; the task is the column.
 ROW_KEY = ["task_family", "model", "method", "variant", "train_samples"]
@@ -60,7 +61,8 @@ def not_in_tables(runs):
 
 
 def aggregate(runs):
-    """One row per (configuration, task, metric): median, mean, std (ddof=1; empty for n=1), min, max, n over seeds."""
+    """One row per (configuration, task, metric): median, mean, std (ddof=1; empty for n=1), min, max, the 95 % t
+    interval of the mean (low, high; empty for n=1) and n over seeds."""
     done = completed_runs(runs)
     metric_cols = sorted(c for c in done.columns if c.startswith("metrics.best."))
     rows = []
@@ -72,15 +74,18 @@ def aggregate(runs):
                 continue
             metric = col[len("metrics.best."):]
             seeds = sorted(group.loc[values.index, "seed"].tolist())
+            interval = stats.seed_interval(values.tolist())
             rows.append(dict(zip(GROUP_KEY, key), metric=metric, headline=metric == headline,
                              median=values.median(), mean=values.mean(), std=values.std(ddof=1), min=values.min(),
-                             max=values.max(), n=len(values), seeds=",".join(str(s) for s in seeds),
+                             max=values.max(), low=interval["low"], high=interval["high"], n=len(values),
+                             seeds=",".join(str(s) for s in seeds),
                              repeated_seeds=len(set(seeds)) < len(seeds),
                              flagged=int((group.loc[values.index, "flags"] != "").sum()),
                              params_no_head=group["params.trainable_no_head"].median(),
                              eval_samples=",".join(sorted(set(group["eval_samples"]))),
                              variant_size=group["variant_size"].iloc[0], targets=group["targets"].iloc[0]))
-    columns = GROUP_KEY + ["metric", "headline", "median", "mean", "std", "min", "max", "n", "seeds", "repeated_seeds",
+    columns = GROUP_KEY + ["metric", "headline", "median", "mean", "std", "min", "max", "low", "high", "n", "seeds",
+                           "repeated_seeds",
                            "flagged", "params_no_head", "eval_samples", "variant_size", "targets"]
     agg = pd.DataFrame(rows, columns=columns)
     return sort_configs(agg, ["task", "metric"])
@@ -147,14 +152,15 @@ def method_cell(method):
     return cell(base, sup=sup or None)
 
 
-def build_table(agg, spec):
-    """The grid for one spec: one row per configuration, medians ×scale with ± std, column best in bold, Avg, notes."""
+def build_table(agg, spec, done=None):
+    """The grid for one spec: one row per configuration, medians ×scale with ± std, Avg, notes; bold by evidence
+    (harness/report/evidence.py) when `done` (the completed runs) is given, else the column's best value."""
     sub = spec_rows(agg, spec)
     configs = sub.drop_duplicates(ROW_KEY)
     several_sizes = sub["train_samples"].nunique() > 1
     header = ["Model", "Method", "Size", "# Params"] + [label for label, _, _ in spec["columns"]]
     header += ["Avg"] if spec["avg"] else []
-    values, rows, missing = [], [], []
+    values, rows, missing, members = [], [], [], []
     for _, conf in configs.iterrows():
         mine = sub[(sub[ROW_KEY] == conf[ROW_KEY]).all(axis=1)]
         size = [conf["variant"]] + ([f"{conf['train_samples']} train"] if several_sizes else [])
@@ -164,43 +170,100 @@ def build_table(agg, spec):
         for label, task, metric in spec["columns"]:
             hit = mine[(mine["task"] == task) & (mine["metric"] == metric)]
             if hit.empty:
-                row.append(cell("–"))
-                row_values.append(None)
                 missing.append(f"{conf['model']} / {conf['method']} {conf['variant']}".strip()
                                + f": no completed run for {label}")
-                continue
-            h = hit.iloc[0]
-            factor, digits = scale_of(metric)
-            std = None if pd.isna(h["std"]) else fmt_num(h["std"] * factor, digits)
-            row.append(cell(fmt_num(h["median"] * factor, digits), std=std, sup="!" if h["flagged"] else None))
-            row_values.append(round(h["median"] * factor, digits))
+            row.append(_value_cell(hit, metric))
+            row_values.append(None if hit.empty else round(hit.iloc[0]["median"] * scale_of(metric)[0],
+                                                           scale_of(metric)[1]))
         if spec["avg"]:
-            present = [v for v in row_values if v is not None]
-            text = fmt_num(sum(present) / len(present), 1)
-            complete = len(present) == len(row_values)
-            row.append(cell(text if complete else f"{text} ({len(present)}/{len(row_values)})"))
-            row_values.append(round(sum(present) / len(present), 1) if complete else None)
+            row.append(_avg_cell(row_values))
+            row_values.append(round(sum(row_values) / len(row_values), 1) if None not in row_values else None)
         values.append(row_values)
         rows.append(row)
-    _bold_best(rows, values, first=4)
+        members.append(conf)
+    evidence = _bold(rows, values, spec, members, done)
     return {"name": spec["name"], "title": spec["title"], "header": header, "rows": rows,
-            "notes": _notes(sub, spec), "missing": missing}
+            "notes": _notes(sub, spec, evidence), "missing": missing}
 
 
-def _bold_best(rows, values, first):
-    """Bold the highest displayed value per column (ties all bold); every metric here is higher-is-better."""
+def interval_table(agg, spec):
+    """The companion of a paper table: per cell the mean over seeds and its 95 % t interval (n ≥ 2), ×scale."""
+    sub = spec_rows(agg, spec)
+    header = ["Model", "Method", "Size"] + [label for label, _, _ in spec["columns"]]
+    rows = []
+    for _, conf in sub.drop_duplicates(ROW_KEY).iterrows():
+        mine = sub[(sub[ROW_KEY] == conf[ROW_KEY]).all(axis=1)]
+        row = [cell(conf["model"]), method_cell(conf["method"]), cell(conf["variant"] or "–")]
+        for _, task, metric in spec["columns"]:
+            hit = mine[(mine["task"] == task) & (mine["metric"] == metric)]
+            row.append(cell(_interval_text(hit.iloc[0], metric) if not hit.empty else "–"))
+        rows.append(row)
+    notes = ["Mean over seeds [95 % Student t interval of the mean, n − 1 degrees of freedom]; n = 1: the mean alone.",
+             "Each run's own 95 % bootstrap interval over evaluation examples (when it kept its predictions) is in "
+             "runs.csv (metrics.interval.low / high)."]
+    return {"name": spec["name"] + "_intervals", "title": spec["title"] + ": means and 95 % intervals over seeds",
+            "header": header, "rows": rows, "notes": notes, "missing": []}
+
+
+def _interval_text(h, metric):
+    factor, digits = scale_of(metric)
+    mean = fmt_num(h["mean"] * factor, digits)
+    if pd.isna(h["low"]):
+        return f"{mean} (n={h['n']})"
+    return f"{mean} [{fmt_num(h['low'] * factor, digits)}, {fmt_num(h['high'] * factor, digits)}] (n={h['n']})"
+
+
+def _value_cell(hit, metric):
+    if hit.empty:
+        return cell("–")
+    h = hit.iloc[0]
+    factor, digits = scale_of(metric)
+    std = None if pd.isna(h["std"]) else fmt_num(h["std"] * factor, digits)
+    return cell(fmt_num(h["median"] * factor, digits), std=std, sup="!" if h["flagged"] else None)
+
+
+def _avg_cell(row_values):
+    present = [v for v in row_values if v is not None]
+    text = fmt_num(sum(present) / len(present), 1)
+    return cell(text if len(present) == len(row_values) else f"{text} ({len(present)}/{len(row_values)})")
+
+
+def cell_runs(done, conf, task):
+    """The completed runs behind one cell: configuration `conf` (a ROW_KEY row) on `task`."""
+    mask = (done["task"] == task)
+    for key in ROW_KEY:
+        mask &= done[key] == conf[key]
+    return done[mask]
+
+
+def _bold(rows, values, spec, members, done, first=4):
+    """Per column: the best value, and every value not significantly worse than it on paired evidence; returns the
+    kinds of evidence used. Without the runs (or for Avg) only the best value is bold."""
+    used = set()
     for j in range(len(values[0]) if values else 0):
-        column = [v[j] for v in values if v[j] is not None]
-        for row, v in zip(rows, values):
-            if column and v[j] == max(column):
-                row[first + j]["bold"] = True
+        column = [(i, v[j]) for i, v in enumerate(values) if v[j] is not None]
+        if not column:
+            continue
+        best_i, best = max(column, key=lambda iv: iv[1])
+        tested = done is not None and j < len(spec["columns"])
+        for i, v in column:
+            if v == best or i == best_i:
+                rows[i][first + j]["bold"] = True
+            elif tested:
+                _, task, metric = spec["columns"][j]
+                result = evidence.compare(cell_runs(done, members[i], task), cell_runs(done, members[best_i], task),
+                                          metric)
+                used.add(result["evidence"])
+                rows[i][first + j]["bold"] = evidence.not_worse(result)
+    return used
 
 
-def _notes(sub, spec):
+def _notes(sub, spec, used=()):
     ns = sorted(set(sub["n"]))
     scaled = ", ".join(label for label, _, m in spec["columns"] if scale_of(m)[0] == 100)
-    notes = [f"Median over seeds of each run's best-epoch score ({scaled} ×100); ± is the standard deviation over "
-             f"seeds; bold is the best value in its column.",
+    notes = [f"Shown: the median over seeds of each run's best-epoch score ({scaled} ×100), as the paper; ± is the "
+             f"standard deviation over seeds (mean and 95 % intervals: the intervals table and the CSV).",
+             evidence.describe(set(used)),
              "Seeds per cell: n = " + (str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]} (per cell in the CSV)") + ".",
              "Training examples: " + ", ".join(sorted(set(sub["train_samples"]))) + " (trainer.max_train_samples).",
              "# Params: trainable parameters without the task head (the paper's convention)."]

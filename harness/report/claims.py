@@ -1,0 +1,201 @@
+"""The claim scorecard: each of the paper's claims (harness/report/claims.yaml) evaluated on the runs a report reads,
+with our effect A − B, its 95 % interval, the seeds and examples behind it, and a verdict.
+
+    supported      the interval lies where the claim says (above 0, above −margin, inside ±margin)
+    contradicted   the interval lies where the claim says it does not
+    inconclusive   the interval straddles the boundary (too wide), or there is none (one seed, no predictions)
+    not run        a side of the claim has no runs here
+
+GLUE-style claims compare configurations on each (model, task, training size) both sides ran, on paired evidence
+(harness/report/evidence.py); latency claims compare a variant with the base model in harness-bench latency JSON,
+round by round (paired: the same round, a random order each round).
+"""
+from __future__ import annotations
+
+import math
+import re
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from harness import stats
+from harness.report import evidence
+from harness.report.tables import fmt_num, scale_of
+
+CLAIMS = Path(__file__).with_name("claims.yaml")
+COLUMNS = ["claim", "source", "paper", "test", "model", "task", "a", "b", "ours", "low", "high", "seeds", "examples",
+           "evidence", "p_value", "verdict", "why"]
+GROUP = ["model", "task", "train_samples"]
+
+
+@lru_cache(maxsize=2)
+def load(path: str = str(CLAIMS)) -> tuple:
+    return tuple(yaml.safe_load(Path(path).read_text(encoding="utf-8"))["claims"])
+
+
+def verdict(test: str, low: float, high: float, margin: float) -> tuple[str, str]:
+    """(verdict, why) for an interval [low, high] of A − B under the claim's test."""
+    if low is None or math.isnan(low):
+        return "inconclusive", "no interval (one seed and no per-example predictions)"
+    bounds = {"superior": (0.0, None), "noninferior": (-margin, None), "equivalent": (-margin, margin)}[test]
+    lower, upper = bounds
+    if low > lower and (upper is None or high < upper):
+        return "supported", "interval " + ("inside" if upper is not None else "above") + " the claim's bound"
+    if high < lower or (upper is not None and low > upper):
+        return "contradicted", "interval outside the claim's bound"
+    return "inconclusive", "interval too wide: it straddles the claim's bound"
+
+
+def _select(done: pd.DataFrame, side: dict) -> pd.DataFrame:
+    """The completed runs matching one side's selector (see claims.yaml)."""
+    methods = side["method"] if isinstance(side["method"], list) else [side["method"]]
+    mask = done["method"].isin(methods) & ~_zero_shot(done)
+    if "targets" in side:
+        mask &= done["targets"] == str(side["targets"])
+    if "r" in side:
+        mask &= pd.to_numeric(_column(done, "config.method.r"), errors="coerce") == float(side["r"])
+    if "init" in side:
+        mask &= _column(done, "config.method.init").astype(str) == str(side["init"])
+    budget = _column(done, "config.method.budget")
+    mask &= budget.notna() if "budget" in side else budget.isna()
+    return done[mask]
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name] if name in frame else pd.Series(None, index=frame.index, dtype=object)
+
+
+def _zero_shot(done: pd.DataFrame) -> pd.Series:
+    epochs = pd.to_numeric(_column(done, "config.trainer.epochs"), errors="coerce")
+    return (epochs == 0) & _column(done, "config.trainer.max_steps").isna()
+
+
+def _extreme(runs: pd.DataFrame, side: dict, column: str, key: str) -> pd.DataFrame:
+    """Keep the runs at the smallest / largest value of `column` when the side asks for `min` / `max`."""
+    if side.get(key) not in ("min", "max") or runs.empty:
+        return runs
+    values = pd.to_numeric(runs[column], errors="coerce")
+    target = values.min() if side[key] == "min" else values.max()
+    return runs[values == target]
+
+
+def _side_runs(group: pd.DataFrame, side: dict) -> pd.DataFrame:
+    runs = _select(group, side)
+    return _extreme(runs, side, "config.method.budget", "budget")
+
+
+def _row(claim: dict, where: dict, label_a: str, label_b: str, found: dict, metric: str) -> dict:
+    factor = scale_of(metric)[0]
+    low, high = found["low"] * factor, found["high"] * factor
+    decided, why = verdict(claim["test"], low, high, claim.get("margin", 0.0))
+    return {"claim": f"{claim['id']}: {claim['claim']}", "source": claim["source"], "paper": claim["paper"],
+            "test": _test_text(claim), **where, "a": label_a, "b": label_b, "ours": found["diff"] * factor,
+            "low": low, "high": high, "seeds": found["seeds"], "examples": found["examples"],
+            "evidence": found["evidence"], "p_value": found["p_value"], "verdict": decided, "why": why}
+
+
+def _test_text(claim: dict) -> str:
+    margin = claim.get("margin", 0.0)
+    return {"superior": "A > B", "noninferior": f"A ≥ B − {margin:g}", "equivalent": f"|A − B| < {margin:g}"}[
+        claim["test"]]
+
+
+def _context(runs: pd.DataFrame) -> str:
+    """A configuration's other settings: its variant label less the size, budget and targets a claim selects on, so
+    that only configurations alike in everything else are compared (init=kaiming with init=kaiming)."""
+    return " ".join(re.sub(r"(^|\s)(r|l_p|top|budget)=\S+|\{[^}]*\}", " ", runs.iloc[0]["variant"]).split())
+
+
+def _label(runs: pd.DataFrame) -> str:
+    first = runs.iloc[0]
+    return " ".join(str(p) for p in (first["method"], first["variant"]) if p)
+
+
+def evaluate_runs(claim: dict, done: pd.DataFrame) -> list[dict]:
+    """One row per (model, task, training size) and pair of configurations both sides ran; [] when none."""
+    rows = []
+    groups = done if not claim.get("tasks") else done[done["task"].isin(claim["tasks"])]
+    for key, group in groups.groupby(GROUP, sort=True):
+        where = dict(zip(GROUP, key))
+        if "train_samples" in claim["a"] and not _smallest_size(groups, where):
+            continue
+        side_a, side_b = _side_runs(group, claim["a"]), _side_runs(group, claim["b"])
+        metric = group["headline"].mode().iloc[0]
+        for _, runs_a in side_a.groupby("variant", sort=True):
+            for _, runs_b in side_b.groupby("variant", sort=True):
+                if set(runs_a["source"]) == set(runs_b["source"]) or _context(runs_a) != _context(runs_b):
+                    continue  # the same runs (one budget is `min` and `max`), or other settings differ (init …)
+                found = evidence.compare(runs_a, runs_b, metric)
+                rows.append(_row(claim, where, _label(runs_a), _label(runs_b), found, metric))
+    return rows
+
+
+def _smallest_size(done: pd.DataFrame, where: dict) -> bool:
+    """For a low-data claim: whether the group's training size is the smallest of two or more its (model, task) ran."""
+    same = done[(done["model"] == where["model"]) & (done["task"] == where["task"])]
+    sizes = set(same["train_samples"])
+    numeric = sorted(float(s) for s in sizes if s != "full")
+    return len(sizes) > 1 and bool(numeric) and where["train_samples"] != "full" \
+        and float(where["train_samples"]) == numeric[0]
+
+
+def evaluate_latency(claim: dict, benches: list[dict]) -> list[dict]:
+    """Per bench file and grid cell: the variant's paired overhead over the base model (%), bootstrap over rounds."""
+    rows = []
+    spec = claim["latency"]
+    for bench in benches:
+        at = {(r["variant"], r["batch"], r["seq"]): r for r in bench["rows"]}
+        for (variant, batch, seq), row in sorted(at.items()):
+            base = at.get((spec["baseline"], batch, seq))
+            if variant != spec["variant"] or base is None:
+                continue
+            ratio = np.array(row["times_ms"]) / np.array(base["times_ms"])
+            interval = stats.bootstrap_interval(lambda idx: float(np.median(ratio[idx])), len(ratio))
+            found = {"diff": float(np.median(ratio)) - 1, "low": interval["low"] - 1, "high": interval["high"] - 1,
+                     "seeds": None, "examples": len(ratio), "evidence": "rounds", "p_value": math.nan}
+            where = {"model": bench["meta"]["model"], "task": f"latency {batch}×{seq}", "train_samples": ""}
+            rows.append(_row(claim, where, spec["variant"], spec["baseline"], found, "latency_pct"))
+    return rows
+
+
+def scorecard(done: pd.DataFrame, benches: list[dict] = (), path: str = str(CLAIMS)) -> pd.DataFrame:
+    """Every claim's rows (a `not run` row for a claim without evidence here), in claims.yaml's order."""
+    rows = []
+    for claim in load(path):
+        found = evaluate_latency(claim, list(benches)) if "latency" in claim else evaluate_runs(claim, done)
+        rows += found or [{"claim": f"{claim['id']}: {claim['claim']}", "source": claim["source"],
+                           "paper": claim["paper"], "test": _test_text(claim), "verdict": "not run",
+                           "why": "no runs for one of its sides in this report"}]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def display(card: pd.DataFrame) -> pd.DataFrame:
+    """The scorecard for Markdown / HTML / LaTeX: the effect as `A − B [low, high]`, p and counts as text."""
+    out = card[["claim", "source", "paper", "test", "model", "task", "a", "b"]].copy()
+    out["A − B [95 % interval]"] = [_effect_text(r) for _, r in card.iterrows()]
+    out["seeds / examples"] = [_counts(r) for _, r in card.iterrows()]
+    out["p"] = ["" if pd.isna(p) else f"{p:.3f}" for p in card["p_value"]]
+    out["evidence"], out["verdict"], out["why"] = card["evidence"], card["verdict"], card["why"]
+    return out.fillna("")
+
+
+def _effect_text(row) -> str:
+    if pd.isna(row["ours"]):
+        return ""
+    text = fmt_num(row["ours"], 1)
+    return text if pd.isna(row["low"]) else f"{text} [{fmt_num(row['low'], 1)}, {fmt_num(row['high'], 1)}]"
+
+
+def _counts(row) -> str:
+    seeds = "" if pd.isna(row["seeds"]) else str(int(row["seeds"]))
+    examples = "" if pd.isna(row["examples"]) else str(int(row["examples"]))
+    return " / ".join(p for p in (seeds, examples) if p)
+
+
+def summary(card: pd.DataFrame) -> str:
+    counts = card["verdict"].value_counts()
+    order = ("supported", "contradicted", "inconclusive", "not run")
+    return "Verdicts: " + ", ".join(f"{counts.get(v, 0)} {v}" for v in order) + "."

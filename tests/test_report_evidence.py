@@ -1,0 +1,101 @@
+"""Paired evidence in the report: bold marks the best cell and every cell not significantly worse (ties included), and
+the claim scorecard reaches each of its four verdicts on synthetic records."""
+import gzip
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from harness import report
+from harness.report import claims, tables
+from tests.test_report import make_record
+
+N = 300   # evaluation examples per run
+
+
+def write_run(root, method, seed, correct: np.ndarray, r=None, targets=None, train=2000):
+    """A run.json and its predictions.jsonl.gz: `correct[i]` says whether example i is predicted right."""
+    labels = np.arange(N) % 2
+    preds = np.where(correct, labels, 1 - labels)
+    record = make_record("minilm", "sst2", method, seed, float(correct.mean()), r=r, targets=targets, train=train)
+    folder = root / f"{method}-{r}-{train}-{seed}"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps(record))
+    with gzip.open(folder / "predictions.jsonl.gz", "wt") as handle:
+        for i, (y, p) in enumerate(zip(labels, preds)):
+            handle.write(json.dumps({"id": i, "label": int(y), "prediction": int(p), "scores": [0.0, 0.0]}) + "\n")
+
+
+def correct_at(rate: float, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).random(N) < rate
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evidence")
+    for seed in range(3):
+        base = correct_at(0.90, seed)
+        write_run(root, "full_ft", seed, base)                                   # the best
+        write_run(root, "lora", seed, base, r=8, targets=["q", "v"])              # a tie: identical predictions
+        near = base.copy()
+        near[np.flatnonzero(base)[:2]] = False                                   # 2 of 300 fewer: within noise
+        write_run(root, "adapter_h", seed, near, r=8)
+        write_run(root, "bitfit", seed, correct_at(0.70, seed + 10))             # far worse
+    files, _ = report.find_run_files([str(root)])
+    records, _ = report.load_records(files)
+    runs = report.records_to_frame(records)
+    return runs, tables.aggregate(runs), root
+
+
+def test_bold_marks_ties_and_cells_not_significantly_worse(frames):
+    runs, agg, _ = frames
+    spec = tables.table_specs(agg, report.tasks_in(runs))[0]
+    table = tables.build_table(agg, spec, tables.completed_runs(runs))
+    bold = {row[1]["text"]: row[4]["bold"] for row in table["rows"]}
+    assert bold == {"FT": True, "LoRA": True, "Adpt": True, "BitFit": False}
+    assert any("paired approximate-randomization test over evaluation examples" in n for n in table["notes"])
+
+
+def _card(frames, claim):
+    runs = frames[0]
+    return claims.evaluate_runs(claim, tables.completed_runs(runs))
+
+
+@pytest.mark.parametrize("test,a,b,margin,expected", [
+    ("superior", "full_ft", "bitfit", 0.0, "supported"),        # +20 points, far outside noise
+    ("superior", "bitfit", "full_ft", 0.0, "contradicted"),     # the other way round
+    ("superior", "adapter_h", "full_ft", 0.0, "inconclusive"),  # −0.7 points with an interval across 0
+    ("noninferior", "adapter_h", "full_ft", 2.0, "supported"),  # within 2 points
+    ("equivalent", "lora", "full_ft", 1.0, "supported"),        # identical predictions
+])
+def test_a_claim_reaches_each_verdict(frames, test, a, b, margin, expected):
+    claim = {"id": "x", "claim": "x", "source": "T", "paper": "p", "test": test, "margin": margin,
+             "a": {"method": a}, "b": {"method": b}}
+    rows = _card(frames, claim)
+    assert len(rows) == 1 and rows[0]["verdict"] == expected, rows
+    assert rows[0]["evidence"] == "examples" and rows[0]["seeds"] == 3 and rows[0]["examples"] == N
+
+
+def test_a_claim_without_runs_is_not_run(frames):
+    path = frames[2] / "claims.yaml"
+    path.write_text("claims:\n  - {id: y, claim: y, source: T, paper: p, test: superior, margin: 0,\n"
+                    "     a: {method: prefix_layer}, b: {method: lora}}\n")
+    card = claims.scorecard(tables.completed_runs(frames[0]), path=str(path))
+    assert list(card["verdict"]) == ["not run"]
+
+
+def test_verdict_boundaries():
+    assert claims.verdict("noninferior", -0.5, 2.0, 1.0)[0] == "supported"
+    assert claims.verdict("noninferior", -3.0, -1.5, 1.0)[0] == "contradicted"
+    assert claims.verdict("noninferior", -1.5, 0.5, 1.0)[0] == "inconclusive"
+    assert claims.verdict("equivalent", -2.0, 0.5, 1.0)[0] == "inconclusive"
+    assert claims.verdict("superior", float("nan"), float("nan"), 0.0)[0] == "inconclusive"
+
+
+def test_the_report_leads_with_the_claim_scorecard(frames, tmp_path):
+    runs = frames[0]
+    index = report.write_report(runs, [], [], tmp_path / "out", formats=("md", "csv"))
+    assert index.index("## Claim scorecard") < index.index("## Table 2")
+    card = pd.read_csv(tmp_path / "out" / "claims.csv")
+    assert set(card["verdict"]) <= {"supported", "contradicted", "inconclusive", "not run"}

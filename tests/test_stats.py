@@ -1,0 +1,111 @@
+"""Uncertainty (harness/stats.py): bootstrap intervals, the paired randomization test, seed-level intervals, and the
+numpy metrics they resample with, against hand-computed cases and scipy / scikit-learn."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats as sp
+
+from harness import stats
+from harness.metrics import glue
+
+
+def accuracy(preds, labels):
+    return float(np.mean(preds == labels))
+
+
+def test_bootstrap_of_a_constant_is_that_constant():
+    found = stats.bootstrap_interval(lambda idx: 1.0, 50)
+    assert (found["low"], found["high"]) == (1.0, 1.0) and found["level"] == 0.95 and found["resamples"] == 1000
+
+
+def test_bootstrap_of_two_examples_by_hand():
+    """Accuracy over 2 examples, one right: a resample has accuracy 0, ½ or 1 with probability ¼, ½, ¼, so the 2.5 % and
+    97.5 % quantiles of many resamples are 0 and 1."""
+    correct = np.array([1.0, 0.0])
+    found = stats.bootstrap_interval(lambda idx: correct[idx].mean(), 2, resamples=4000)
+    assert (found["low"], found["high"]) == (0.0, 1.0)
+
+
+def test_bootstrap_agrees_with_scipy_percentile_bootstrap():
+    rng = np.random.default_rng(3)
+    correct = (rng.random(300) < 0.8).astype(float)
+    ours = stats.bootstrap_interval(lambda idx: correct[idx].mean(), 300, resamples=5000, seed=1)
+    theirs = sp.bootstrap((correct,), np.mean, n_resamples=5000, method="percentile", random_state=2)
+    assert ours["low"] == pytest.approx(theirs.confidence_interval.low, abs=0.01)
+    assert ours["high"] == pytest.approx(theirs.confidence_interval.high, abs=0.01)
+
+
+def test_bootstrap_is_seeded():
+    correct = np.arange(40) % 3 == 0
+    first = stats.bootstrap_interval(lambda idx: correct[idx].mean(), 40, seed=7)
+    assert first == stats.bootstrap_interval(lambda idx: correct[idx].mean(), 40, seed=7)
+
+
+def _exact_randomization_p(a, b, labels):
+    """Every one of the 2^n per-example swaps of A's and B's predictions, by brute force."""
+    observed = abs(accuracy(a, labels) - accuracy(b, labels))
+    hits = 0
+    for swap in itertools.product((False, True), repeat=len(labels)):
+        swap = np.array(swap)
+        sa, sb = np.where(swap, b, a), np.where(swap, a, b)
+        hits += abs(accuracy(sa, labels) - accuracy(sb, labels)) >= observed - 1e-12
+    return hits / 2 ** len(labels)
+
+
+def test_paired_randomization_matches_the_exact_enumeration():
+    labels = np.array([1, 0, 1, 1, 0, 1, 0, 0, 1, 1])
+    a = np.array([1, 0, 1, 1, 0, 1, 0, 1, 1, 1])   # 9 of 10 right
+    b = np.array([0, 0, 1, 0, 0, 1, 1, 1, 1, 1])   # 6 of 10 right
+    found = stats.paired_difference(accuracy, [a], [b], labels, resamples=20000)
+    assert found["diff"] == pytest.approx(0.3)
+    assert found["p_value"] == pytest.approx(_exact_randomization_p(a, b, labels), abs=0.01)
+
+
+def test_paired_randomization_agrees_with_scipy_permutation_test():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 200)
+    a = np.where(rng.random(200) < 0.85, labels, 1 - labels)
+    b = np.where(rng.random(200) < 0.78, labels, 1 - labels)
+    ours = stats.paired_difference(accuracy, [a], [b], labels, resamples=5000)
+    theirs = sp.permutation_test(((a == labels).astype(float), (b == labels).astype(float)),
+                                 lambda x, y: np.mean(x) - np.mean(y), permutation_type="samples",
+                                 n_resamples=5000, alternative="two-sided", random_state=1)
+    assert ours["p_value"] == pytest.approx(theirs.pvalue, abs=0.02)
+    assert ours["low"] < ours["diff"] < ours["high"]
+
+
+def test_seeds_are_paired_and_averaged():
+    labels = np.array([1, 1, 0, 0])
+    a = [np.array([1, 1, 0, 0]), np.array([1, 0, 0, 0])]   # 1.0, 0.75
+    b = [np.array([0, 1, 0, 0]), np.array([1, 1, 0, 1])]   # 0.75, 0.75
+    assert stats.paired_difference(accuracy, a, b, labels, resamples=10)["diff"] == pytest.approx(0.125)
+
+
+def test_seed_interval_is_students_t():
+    values = [0.81, 0.84, 0.80, 0.83, 0.82]
+    found = stats.seed_interval(values)
+    low, high = sp.t.interval(0.95, 4, loc=np.mean(values), scale=sp.sem(values))
+    assert (found["low"], found["high"]) == (pytest.approx(low), pytest.approx(high))
+    assert found["median"] == 0.82 and found["n"] == 5
+    assert math.isnan(stats.seed_interval([0.8])["low"])
+
+
+def test_sign_flip_over_seeds_by_hand():
+    """d = (1, 2, 3): of the 8 sign patterns only +++ and −−− reach |mean| ≥ 2, so p = 2/8."""
+    assert stats.sign_flip_p([1, 2, 3]) == 0.25
+    assert stats.sign_flip_p([0.5, -0.5]) == 1.0
+
+
+@pytest.mark.parametrize("name", ["accuracy", "f1", "matthews_corr", "pearson", "spearman"])
+def test_fast_metrics_equal_the_scorers(name):
+    rng = np.random.default_rng(5)
+    for classes in (2, 3):
+        labels = rng.integers(0, classes, 500)
+        preds = np.where(rng.random(500) < 0.6, labels, rng.integers(0, classes, 500))
+        if name in ("pearson", "spearman"):
+            labels, preds = rng.random(500) * 5, rng.random(500) * 5 + labels
+        if name == "f1" and classes == 3:
+            continue  # binary F1 (MRPC, QQP)
+        assert glue.FAST[name](preds, labels) == pytest.approx(glue.METRICS[name](preds, labels), abs=1e-12)
