@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from harness import report
+from harness.report import sections
 from harness.report import tables as rt
 
 HEADLINE = {"sst2": "accuracy", "rte": "accuracy", "cola": "matthews_corr", "stsb": "pearson", "e2e": "bleu",
@@ -141,14 +142,15 @@ def test_glue_table_markdown(built):
 def test_latex_and_html(built):
     tex = (built[0] / "out" / "table2_glue.tex").read_text()
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
-    assert r"\textbf{55.0}\scriptsize{±5.0}" in tex and r"\# Params" in tex
+    assert r"\textbf{55.0}{\scriptsize ±5.0}" in tex and r"\# Params" in tex
     card = (built[0] / "out" / "scorecard.tex").read_text()
-    assert r"\begin{tabular}{lllllrlrrlllrrrlp{6cm}}" in card and r"full\_ft" in card and r"\bottomrule" in card
+    assert r"\begin{tabular}{lllllrlrrlllrrrlp{6cm}}" in card and r"roberta-base" in card and r"\bottomrule" in card
     html = (built[0] / "out" / "table2_glue.html").read_text()
     assert "<b>88.0</b><small>±1.0</small>" in html and "<th>STS-B</th>" in html
     index = (built[0] / "out" / "index.html").read_text()
-    assert index.startswith("<!DOCTYPE html>") and "<h2>Runs not in the tables</h2>" in index
-    assert "<h2>Reproduction scorecard</h2>" in index and "<h2>Unreadable records</h2>" in index
+    assert index.startswith("<!DOCTYPE html>") and "<caption>Runs not in the tables</caption>" in index
+    assert "<caption>Paper numbers, where the setups match</caption>" in index
+    assert "<caption>Unreadable records</caption>" in index
 
 
 def test_csv_holds_unrounded_numbers(built):
@@ -251,7 +253,7 @@ def test_repeated_config_counts_once_and_early_failure_is_listed():
     runs = report.records_to_frame([dict(r, _source=f"r{i}/run.json") for i, r in enumerate((old, new, other, early))])
     cell = cell_of(rt.aggregate(runs), "minilm", "lora", "sst2")
     assert (cell["n"], cell["median"]) == (2, pytest.approx(0.80))          # median of 0.90 and 0.70
-    left = rt.not_in_tables(runs)
+    left = sections.not_in_tables(runs)
     assert left["status"].tolist() == ["completed, repeat of a later run", "failed"]
     assert left["error"].tolist()[1] == "glue/RTE/train.tsv: not found"
 

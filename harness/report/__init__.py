@@ -21,11 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report import claims, plots, scorecard, tables
+from harness.report import claims, layouts, plots, scorecard, sections, tables
 from harness.report.facts import tasks_in
 from harness.report.records import (find_run_files, load_records, records_to_frame, variant_of, wandb_records,
                                     wandb_run_to_record)
-from harness.report.render import to_html, to_latex, to_markdown
+from harness.report.render import html_page, to_html, to_latex, to_markdown
 
 __all__ = ["main", "write_report", "find_run_files", "load_records", "records_to_frame", "variant_of",
            "wandb_records", "wandb_run_to_record"]
@@ -102,31 +102,35 @@ def _claims_table(runs, benches):
     return table
 
 
-def write_report(runs, problems, unmatched, out, formats=FORMATS, benches=()):
-    """Everything into `out`; returns the index (README.md) text. `benches`: harness-bench latency JSON contents."""
+def write_report(runs, problems, unmatched, out, formats=FORMATS, benches=(), latency=()):
+    """Everything into `out`; returns the index (README.md) text. `benches`: harness-bench latency JSON contents,
+    `latency`: their paths (Table 1 layouts)."""
     out, tasks = Path(out), tasks_in(runs)
     agg = tables.aggregate(runs) if not runs.empty else pd.DataFrame(columns=tables.GROUP_KEY + ["metric", "headline"])
     card = _claims_table(runs, benches)
     grids, score = [card] + _paper_tables(agg, tasks, runs), _scorecard_table(agg, tasks)
+    grids += layouts.layout_tables(agg, runs, tasks) + layouts.latency_tables(latency)
     write_tables(grids + [score], out, formats)
     _write(out / "aggregate.csv", _csv(agg.drop(columns=["variant_size"], errors="ignore")))
     _write(out / "runs.csv", runs_csv(runs))
     figures, skipped = plots.make_plots(runs, out / "plots", tasks) if not runs.empty else ([], ["no runs"])
-    sections = tables.side_sections(runs, grids, problems + [(p, "matched no file") for p in unmatched])
-    index = _index(runs, grids, score, sections, figures, skipped)
+    side = sections.side_sections(runs, grids, problems + [(p, "matched no file") for p in unmatched])
+    index = _index(runs, grids, score, side, figures, skipped)
     _write(out / "README.md", index)
     if "html" in formats:
-        body = "".join(to_html(t, level=2) for t in grids + [score] + sections)
-        _write(out / "index.html", "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>Report</title></head>"
-                                   f"<body>\n{body}</body></html>\n")
+        _write(out / "index.html", html_page("Report", _counts(runs), grids + [score] + side, figures, skipped))
     return index
+
+
+def _counts(runs):
+    counts = runs["status"].value_counts().sort_index() if not runs.empty else pd.Series(dtype=int)
+    return (f"{len(runs)} run records: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
+            + ". Only completed runs enter the tables.")
 
 
 def _index(runs, grids, score, sections, figures, skipped):
     """README.md: counts, then every table and list as Markdown blocks (the same text as the per-table files)."""
-    counts = runs["status"].value_counts().sort_index() if not runs.empty else pd.Series(dtype=int)
-    blocks = ["# Report", f"{len(runs)} run records: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none")
-              + ". Only completed runs enter the tables."]
+    blocks = ["# Report", _counts(runs)]
     blocks += [to_markdown(t, level=2).strip() for t in grids + [score] + sections]
     blocks.append("\n".join(["## Plots", ""] + [f"- [{p}]({p})" for p in figures] + [f"- skipped: {s}" for s in skipped]))
     return "\n\n".join(blocks) + "\n"
@@ -144,14 +148,17 @@ def main(argv=None):
     if set(formats) - set(FORMATS) or not (args.paths or args.wandb):
         parser.error(f"give PATH... or --wandb; --formats takes {','.join(FORMATS)}")
     files, unmatched = find_run_files(args.paths)
+    latency = layouts.latency_files(args.paths)
+    files = [f for f in files if f not in set(latency)]   # a latency JSON is no run record
+    benches = [json.loads(p.read_text(encoding="utf-8")) for p in latency]
     records, problems = load_records(files)
     if args.wandb:
         more, bad = wandb_records(args.wandb)
         records, problems = records + more, problems + bad
-    if not records and not problems:
+    if not records and not problems and not latency:
         print(f"harness-report: no run.json found under {' '.join(args.paths)}", file=sys.stderr)
         return 2
     runs = records_to_frame(records)
-    write_report(runs, problems, unmatched, args.out, formats)
+    write_report(runs, problems, unmatched, args.out, formats, benches=benches, latency=latency)
     print(f"{len(records)} runs, {len(problems)} unreadable; report in {Path(args.out) / 'README.md'}")
     return 0

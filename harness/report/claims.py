@@ -179,7 +179,7 @@ def display(card: pd.DataFrame) -> pd.DataFrame:
     out["seeds / examples"] = [_counts(r) for _, r in card.iterrows()]
     out["p"] = ["" if pd.isna(p) else f"{p:.3f}" for p in card["p_value"]]
     out["evidence"], out["verdict"], out["why"] = card["evidence"], card["verdict"], card["why"]
-    return out.fillna("")
+    return out.astype(object).fillna("")
 
 
 def _effect_text(row) -> str:

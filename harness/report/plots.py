@@ -2,14 +2,19 @@
 
 - rank sweep: headline metric vs LoRA rank r (log2 axis), one line per target set ({q}, {q,v}, {q,k,v,o});
 - parameter budget: headline metric vs trainable parameters without the head (log10 axis), one line per method;
-- learning curves: headline metric vs epoch (metrics.per_epoch), one line per configuration.
+- learning curves: headline metric vs epoch (metrics.per_epoch), one line per configuration; past FACET_OVER (12)
+  configurations one panel per method (shared y axis), a method with more than PANEL_LINES split by its variant less
+  the size (LoRA {q} init=kaiming: a line per r), and a panel still over PANEL_LINES shows its best PANEL_LINES.
 
-Lines are the median over seeds, bands the min–max over seeds. Figures are built with matplotlib's object API
-(`Figure`, Agg canvas) so that pyplot's global state and backend are left alone, under the default style so a user's
-matplotlibrc cannot change them, and saved without the dated / versioned metadata so that the bytes are reproducible.
+Lines are the median over seeds, bands the min–max over seeds, each line its own colour and marker. Baseline runs
+(layouts.baseline_label: trained nothing) are left out: they have no curve, rank or trained parameters to plot.
+Figures are built with matplotlib's object API (`Figure`, Agg canvas) so that pyplot's global state and backend are
+left alone, under the default style so a user's matplotlibrc cannot change them, and saved without the dated /
+versioned metadata so that the bytes are reproducible.
 A plot the runs cannot support is skipped with a sentence saying what it needs.
 """
 import math
+import re
 from statistics import median
 
 import matplotlib
@@ -20,6 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from harness import catalog
+from harness.report.layouts import baseline_label
 from harness.report.tables import completed_runs, scale_of
 
 PNG_META = {"Software": None}
@@ -28,7 +34,8 @@ PDF_META = {"CreationDate": None, "ModDate": None}
 
 def _scores(runs):
     """Completed runs with `score`: the best-epoch headline metric on the paper's scale (×100 for accuracies)."""
-    done = completed_runs(runs).copy()
+    done = completed_runs(runs)
+    done = done[[baseline_label(row) is None for _, row in done.iterrows()]].copy()
     done["score"] = [row.get(f"metrics.best.{row['headline']}", math.nan) * scale_of(row["headline"])[0]
                      for _, row in done.iterrows()]
     return done[done["score"].notna()]
@@ -50,8 +57,12 @@ def _band(ax, points, label):
     ax.fill_between(xs, [min(points[x]) for x in xs], [max(points[x]) for x in xs], alpha=0.2, color=line.get_color())
 
 
-# Ten colours, then the same ten with another marker: the paper's eleven methods stay distinguishable.
-STYLE_CYCLE = cycler(marker=["o", "s", "^", "D"]) * cycler(color=list(matplotlib.colormaps["tab10"].colors))
+# Twenty lines, each its own colour and marker (ten colours twice, twenty markers): the paper's eleven methods, or a
+# panel's configurations, stay distinguishable in print and for colour-blind readers.
+STYLE_CYCLE = (cycler(color=list(matplotlib.colormaps["tab10"].colors) * 2)
+               + cycler(marker=["o", "s", "^", "D", "v", "P", "X", "*", "<", ">",
+                                "h", "p", "d", "8", "H", "1", "2", "3", "4", "+"]))
+FACET_OVER, PANEL_LINES = 12, 8
 
 
 def _legend(ax, title):
@@ -113,7 +124,8 @@ def param_budget(sub, title):
     return fig, None
 
 
-def learning_curves(sub, title):
+def _curves(sub):
+    """(model, method, variant) → {epoch: [scores over seeds]}, for configurations with two or more epochs."""
     curves = {}
     for _, run in sub.iterrows():
         metric, factor = run["headline"], scale_of(run["headline"])[0]
@@ -121,12 +133,82 @@ def learning_curves(sub, title):
             if epoch.get(metric) is not None and epoch.get("epoch") is not None:
                 key = (run["model"], run["method"], run["variant"])
                 curves.setdefault(key, {}).setdefault(epoch["epoch"], []).append(epoch[metric] * factor)
-    curves = {k: v for k, v in curves.items() if len(v) >= 2}
+    return {k: v for k, v in curves.items() if len(v) >= 2}
+
+
+def _split_size(variant):
+    """('r=8', '{q,v} init=kaiming') for 'r=8 {q,v} init=kaiming': the first setting and the rest."""
+    match = re.match(r"(\S+=\S+)\s*(.*)", variant)
+    return (match[1], match[2]) if match else ("", variant)
+
+
+def _size_order(label):
+    match = re.match(r"\S+=([-+.\de]+)$", label)
+    try:
+        return float(match[1]) if match else math.inf, label
+    except ValueError:
+        return math.inf, label
+
+
+def _table_order(item):
+    """Curves in the tables' order: model, method (FT … LoRA), variant."""
+    (model, method, variant), _ = item
+    return model, catalog.method_order(method), variant
+
+
+def _panels(curves):
+    """Panel title → {line label: points}: a panel per (model, method); a method with more than PANEL_LINES
+    configurations split by its variant less the first setting (the size), lines labelled by that setting, in size
+    order; a panel still over PANEL_LINES keeps its best PANEL_LINES lines (by their best median epoch)."""
+    several_models = len({k[0] for k in curves}) > 1
+    methods = {}
+    for (model, method, variant), points in sorted(curves.items(), key=_table_order):
+        methods.setdefault(_label([model, _method_label(method)], [several_models, True]), {})[variant] = points
+    panels = {}
+    for i, (name, lines) in enumerate(methods.items()):
+        for variant, points in lines.items():
+            size, rest = _split_size(variant) if len(lines) > PANEL_LINES else (variant, "")
+            panels.setdefault((i, rest.count(","), f"{name} {rest}".strip()), {})[size or "default"] = points
+    out = {}
+    for (_, _, name), lines in sorted(panels.items()):
+        best = sorted(lines, key=lambda k: -max(median(v) for v in lines[k].values()))[:PANEL_LINES]
+        title = name if len(lines) == len(best) else f"{name} (best {len(best)} of {len(lines)})"
+        out[title] = {k: lines[k] for k in sorted(best, key=_size_order)}
+    return out
+
+
+def _facets(panels, title, ylabel):
+    """One small panel per entry of `panels`, y axis shared, each with its own legend."""
+    ncols = min(3, len(panels))
+    fig = Figure(figsize=(4.2 * ncols, 2.9 * math.ceil(len(panels) / ncols) + 0.9))
+    axes = fig.subplots(math.ceil(len(panels) / ncols), ncols, sharey=True, squeeze=False).ravel()
+    fig.suptitle(f"Learning curves: {title}\nmedian over seeds, band: min–max over seeds", fontsize=10)
+    fig.supxlabel("epoch", fontsize=9)
+    fig.supylabel(ylabel, fontsize=9)
+    for ax, (name, lines) in zip(axes, panels.items()):
+        ax.set_prop_cycle(STYLE_CYCLE)
+        for label, points in lines.items():
+            _band(ax, points, label)
+        only = next(iter(lines)) if len(lines) == 1 else None    # one line: named in the title, no legend
+        ax.set_title(name + (f" · {only}" if only not in (None, "default") else ""), fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if only is None:
+            ax.legend(fontsize=6, loc="best", framealpha=0.7)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    return fig
+
+
+def learning_curves(sub, title):
+    curves = _curves(sub)
     if not curves:
         return None, "needs metrics.per_epoch with the headline metric at two or more epochs"
+    if len(curves) > FACET_OVER:
+        return _facets(_panels(curves), f"{title}, {len(curves)} configurations", _ylabel(sub)), None
     fig, ax = _figure(f"Learning curves: {title}", "epoch", _ylabel(sub))
     shown = [len({k[i] for k in curves}) > 1 for i in range(3)]
-    for (model, method, variant), points in sorted(curves.items()):
+    for (model, method, variant), points in sorted(curves.items(), key=_table_order):
         _band(ax, points, _label([model, _method_label(method), variant], [shown[0], True, shown[2]]))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _legend(ax, "configuration")

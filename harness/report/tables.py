@@ -3,7 +3,7 @@ for the renderers (harness/report/render.py).
 
 The paper's protocol (Table 2 caption): the median over seeds of each run's best-epoch metric. We also keep the
 mean, the sample standard deviation (ddof=1, the paper's ±) and n. Only `completed` runs are aggregated; everything
-else is listed by `not_in_tables`, never dropped silently. Which tables there are, their titles and columns, come from
+else is listed by sections.not_in_tables, never dropped silently. Which tables there are, their titles and columns, come from
 each task's `report` block (harness/report/facts.py); method names and row order from the method yamls.
 """
 import math
@@ -11,7 +11,7 @@ import math
 import pandas as pd
 
 from harness import catalog, stats
-from harness.report import evidence
+from harness.report import evidence, layouts
 
 # One row of a table = one configuration; the task is the column.
 ROW_KEY = ["task_family", "model", "method", "variant", "train_samples"]
@@ -39,25 +39,10 @@ def fmt_num(value, digits):
     return f"{round(value, digits) + 0.0:.{digits}f}"
 
 
-def _first_line(text):
-    return str(text).strip().splitlines()[0] if text and str(text).strip() else ""
-
-
 def completed_runs(runs):
     """Completed runs, one per run_id: a config re-run to completion keeps its latest record (by finished_at, path)."""
     done = runs[runs["status"] == "completed"]
     return done.sort_values(["finished_at", "source"], na_position="first").drop_duplicates("run_id", keep="last")
-
-
-def not_in_tables(runs):
-    """Every record the tables leave out, with why: failed / diverged / running / unknown status, or a completed
-    record superseded by a later completed run of the same config (same run_id)."""
-    kept = set(completed_runs(runs)["source"])
-    out = runs[~runs["source"].isin(kept)].copy()
-    out["status"] = [s if s != "completed" else "completed, repeat of a later run" for s in out["status"]]
-    out["error"] = [_first_line(e) for e in out["error_message"]]
-    cols = ["status", "model", "task", "method", "variant", "seed", "error", "output_dir"]
-    return out.sort_values(["status", "model", "task", "method", "variant", "source"])[cols]
 
 
 def aggregate(runs):
@@ -83,10 +68,11 @@ def aggregate(runs):
                              flagged=int((group.loc[values.index, "flags"] != "").sum()),
                              params_no_head=group["params.trainable_no_head"].median(),
                              eval_samples=",".join(sorted(set(group["eval_samples"]))),
-                             variant_size=group["variant_size"].iloc[0], targets=group["targets"].iloc[0]))
+                             variant_size=group["variant_size"].iloc[0], targets=group["targets"].iloc[0],
+                             baseline=layouts.baseline_label(group.iloc[0]) or ""))
     columns = GROUP_KEY + ["metric", "headline", "median", "mean", "std", "min", "max", "low", "high", "n", "seeds",
                            "repeated_seeds",
-                           "flagged", "params_no_head", "eval_samples", "variant_size", "targets"]
+                           "flagged", "params_no_head", "eval_samples", "variant_size", "targets", "baseline"]
     agg = pd.DataFrame(rows, columns=columns)
     return sort_configs(agg, ["task", "metric"])
 
@@ -152,6 +138,11 @@ def method_cell(method):
     return cell(base, sup=sup or None)
 
 
+def _method_or_baseline(conf):
+    """The method's label, or what the row is when it is no trained method (an untrained, zero-shot run)."""
+    return cell(conf["baseline"]) if conf.get("baseline") else method_cell(conf["method"])
+
+
 def build_table(agg, spec, done=None):
     """The grid for one spec: one row per configuration, medians ×scale with ± std, Avg, notes; bold by evidence
     (harness/report/evidence.py) when `done` (the completed runs) is given, else the column's best value."""
@@ -164,7 +155,7 @@ def build_table(agg, spec, done=None):
     for _, conf in configs.iterrows():
         mine = sub[(sub[ROW_KEY] == conf[ROW_KEY]).all(axis=1)]
         size = [conf["variant"]] + ([f"{conf['train_samples']} train"] if several_sizes else [])
-        row = [cell(conf["model"]), method_cell(conf["method"]), cell(" · ".join(p for p in size if p) or "–"),
+        row = [cell(conf["model"]), _method_or_baseline(conf), cell(" · ".join(p for p in size if p) or "–"),
                cell(fmt_params(mine["params_no_head"].median()))]
         row_values = []
         for label, task, metric in spec["columns"]:
@@ -193,7 +184,7 @@ def interval_table(agg, spec):
     rows = []
     for _, conf in sub.drop_duplicates(ROW_KEY).iterrows():
         mine = sub[(sub[ROW_KEY] == conf[ROW_KEY]).all(axis=1)]
-        row = [cell(conf["model"]), method_cell(conf["method"]), cell(conf["variant"] or "–")]
+        row = [cell(conf["model"]), _method_or_baseline(conf), cell(conf["variant"] or "–")]
         for _, task, metric in spec["columns"]:
             hit = mine[(mine["task"] == task) & (mine["metric"] == metric)]
             row.append(cell(_interval_text(hit.iloc[0], metric) if not hit.empty else "–"))
@@ -283,24 +274,3 @@ def frame_table(frame, title, name, notes=()):
     rows = [[cell("" if pd.isna(v) else v) for v in record] for record in frame.itertuples(index=False)]
     return {"name": name, "title": title, "header": [str(c) for c in frame.columns], "rows": rows,
             "notes": list(notes), "missing": []}
-
-
-def side_sections(runs, tables, problems):
-    """The lists that keep the tables honest: runs left out and why, flagged runs, missing cells, unreadable records
-    (`problems`: (path, what is wrong) pairs)."""
-    sections = []
-    if not runs.empty:
-        left = not_in_tables(runs)
-        sections.append(frame_table(left, "Runs not in the tables", "not_in_tables",
-                                    [] if len(left) else ["None: every record is a completed run."]))
-        flagged = completed_runs(runs)
-        flagged = flagged[flagged["flags"] != ""][["model", "task", "method", "variant", "seed", "flags", "output_dir"]]
-        if len(flagged):
-            sections.append(frame_table(flagged, "Flagged runs (in the tables, marked !)", "flagged"))
-    missing = pd.DataFrame([(t["title"], m) for t in tables for m in t["missing"]], columns=["table", "missing"])
-    if len(missing):
-        sections.append(frame_table(missing, "Missing cells", "missing"))
-    bad = pd.DataFrame(problems, columns=["path", "problem"])
-    if len(bad):
-        sections.append(frame_table(bad.sort_values("path"), "Unreadable records", "unreadable"))
-    return sections

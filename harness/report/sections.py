@@ -1,0 +1,41 @@
+"""The lists that keep a report's tables honest: every record the tables leave out and why, the flagged runs, the
+missing cells and the unreadable records."""
+import pandas as pd
+
+from harness.report.tables import completed_runs, frame_table
+
+
+def _first_line(text):
+    return str(text).strip().splitlines()[0] if text and str(text).strip() else ""
+
+
+def not_in_tables(runs):
+    """Every record the tables leave out, with why: failed / diverged / running / unknown status, or a completed
+    record superseded by a later completed run of the same config (same run_id)."""
+    kept = set(completed_runs(runs)["source"])
+    out = runs[~runs["source"].isin(kept)].copy()
+    out["status"] = [s if s != "completed" else "completed, repeat of a later run" for s in out["status"]]
+    out["error"] = [_first_line(e) for e in out["error_message"]]
+    cols = ["status", "model", "task", "method", "variant", "seed", "error", "source"]
+    return out.sort_values(["status", "model", "task", "method", "variant", "source"])[cols]
+
+
+def side_sections(runs, grids, problems):
+    """The lists that keep the tables honest: runs left out and why, flagged runs, missing cells, unreadable records
+    (`problems`: (path, what is wrong) pairs)."""
+    sections = []
+    if not runs.empty:
+        left = not_in_tables(runs)
+        sections.append(frame_table(left, "Runs not in the tables", "not_in_tables",
+                                    [] if len(left) else ["None: every record is a completed run."]))
+        flagged = completed_runs(runs)
+        flagged = flagged[flagged["flags"] != ""][["model", "task", "method", "variant", "seed", "flags", "source"]]
+        if len(flagged):
+            sections.append(frame_table(flagged, "Flagged runs (in the tables, marked !)", "flagged"))
+    missing = pd.DataFrame([(t["title"], m) for t in grids for m in t["missing"]], columns=["table", "missing"])
+    if len(missing):
+        sections.append(frame_table(missing, "Missing cells", "missing"))
+    bad = pd.DataFrame(problems, columns=["path", "problem"])
+    if len(bad):
+        sections.append(frame_table(bad.sort_values("path"), "Unreadable records", "unreadable"))
+    return sections
