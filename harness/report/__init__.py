@@ -97,7 +97,8 @@ def _claims_table(runs, benches):
     """The claim scorecard (harness/report/claims.py): the report's headline."""
     done = tables.completed_runs(runs) if not runs.empty else runs
     card = claims.scorecard(done, benches)
-    table = tables.frame_table(claims.display(card), "Claim scorecard", "claims", CLAIM_NOTES + [claims.summary(card)])
+    notes = [claims.summary(card)] + CLAIM_NOTES + claims.legend(card)
+    table = tables.frame_table(claims.display(card), "Claim scorecard", "claims", notes)
     table["csv"] = card
     return table
 

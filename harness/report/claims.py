@@ -173,8 +173,11 @@ def scorecard(done: pd.DataFrame, benches: list[dict] = (), path: str = str(CLAI
 
 
 def display(card: pd.DataFrame) -> pd.DataFrame:
-    """The scorecard for Markdown / HTML / LaTeX: the effect as `A − B [low, high]`, p and counts as text."""
-    out = card[["claim", "source", "paper", "test", "model", "task", "a", "b"]].copy()
+    """The scorecard for Markdown / HTML / LaTeX, the claims evaluated here: the claim's id, the effect as
+    `A − B [low, high]`, p and counts as text (each claim's words and the paper's numbers: `legend`)."""
+    card = card[card["verdict"] != "not run"]
+    out = pd.DataFrame({"claim": [c.split(":", 1)[0] for c in card["claim"]]}, index=card.index)
+    out = out.join(card[["source", "test", "model", "task", "a", "b"]])
     out["A − B [95 % interval]"] = [_effect_text(r) for _, r in card.iterrows()]
     out["seeds / examples"] = [_counts(r) for _, r in card.iterrows()]
     out["p"] = ["" if pd.isna(p) else f"{p:.3f}" for p in card["p_value"]]
@@ -193,6 +196,16 @@ def _counts(row) -> str:
     seeds = "" if pd.isna(row["seeds"]) else str(int(row["seeds"]))
     examples = "" if pd.isna(row["examples"]) else str(int(row["examples"]))
     return " / ".join(p for p in (seeds, examples) if p)
+
+
+def legend(card: pd.DataFrame) -> list[str]:
+    """One line per claim: its words, what the paper reports, and whether it was run here."""
+    lines = []
+    for claim, rows in card.groupby("claim", sort=False):
+        first = rows.iloc[0]
+        status = " — not run here" if (rows["verdict"] == "not run").all() else ""
+        lines.append(f"{claim} ({first['source']}; paper: {first['paper']}){status}")
+    return lines
 
 
 def summary(card: pd.DataFrame) -> str:
