@@ -58,3 +58,26 @@ def data_dir(explicit: str | Path | None = None) -> Path:
     """Where local data lives: `explicit` (task.data_dir), else $HARNESS_DATA_DIR, else ../shared/data."""
     env = os.environ.get("HARNESS_DATA_DIR")
     return Path(explicit) if explicit is not None else Path(env) if env else DEFAULT_DATA_DIR
+
+
+def text_lines(path: str | Path):
+    """The lines of a UTF-8 text file (a leading BOM dropped), plain or gzip-compressed (`.gz`), without their line
+    ends. A byte that is not UTF-8, or a corrupt or truncated gzip stream, is a DataError naming the file (and line)."""
+    import gzip
+    import zlib
+
+    from harness.errors import DataError
+
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    lineno = 0
+    try:
+        with opener(path, "rb") as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                text = raw.decode("utf-8")
+                yield (text.removeprefix("\ufeff") if lineno == 1 else text).rstrip("\r\n")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at column "
+                        f"{exc.start + 1}); data files must be UTF-8") from None
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise DataError(f"{path}: corrupt or truncated gzip file after line {lineno} ({exc})") from None

@@ -63,8 +63,8 @@ def check_model(model: dict) -> None:
 
 def check_top_level(config: dict) -> None:
     seed = config.get("seed")
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ConfigError(f"seed must be an integer ≥ 0, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
+        raise ConfigError(f"seed must be an integer in [0, 2^32), got {seed!r}")
     for key in ("skip_completed", "resume"):
         if not isinstance(config.get(key, False), bool):
             raise ConfigError(f"{key} must be true or false, got {config[key]!r}")
@@ -87,6 +87,19 @@ def check_data(task: TaskConfig) -> list[str]:
     return found
 
 
+def check_cache_dir(trainer: TrainerConfig) -> None:
+    """trainer.cache_dir (tokenised data, converted models) is a folder that can be made and written."""
+    if not trainer or not trainer.cache_dir:
+        return
+    try:
+        Path(trainer.cache_dir).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=trainer.cache_dir):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"trainer.cache_dir={trainer.cache_dir} is not a writable folder ({exc.strerror or exc}); "
+                          "set it (or HARNESS_CACHE_DIR) to one") from None
+
+
 def check_output_dir(output_dir: Path) -> None:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -97,17 +110,42 @@ def check_output_dir(output_dir: Path) -> None:
                           "set hydra.run.dir / hydra.sweep.dir to a writable folder") from None
 
 
-def check_method_on_model(method, method_cfg, task: TaskConfig, model: dict, cache_dir: str | None) -> None:
-    """Apply the method to a weightless skeleton of the model the task builds (budget fitted first, as the run will)."""
+def positions(hf_config) -> int | None:
+    """The input positions a model can read: `max_position_embeddings` (`n_positions` for GPT-2), less RoBERTa's
+    offset (its position ids start after the padding id)."""
+    limit = getattr(hf_config, "max_position_embeddings", None) or getattr(hf_config, "n_positions", None)
+    if limit and getattr(hf_config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= (getattr(hf_config, "pad_token_id", 0) or 0) + 1
+    return limit
+
+
+def check_lengths(trainer: TrainerConfig, net, model: dict) -> None:
+    """trainer.max_seq_len within the model's positions, and a prefix that leaves room for text."""
+    from methods.prefix import prefix_positions
+
+    limit = positions(net.config)
+    if limit and trainer.max_seq_len > limit:
+        raise ConfigError(f"trainer.max_seq_len={trainer.max_seq_len} exceeds the {limit} positions of model "
+                          f"{model['name']}; valid: 8 … {limit}")
+    taken = prefix_positions(net)
+    if limit and taken >= limit:
+        raise ConfigError(f"method.l_p + method.l_i = {taken} take all {limit} positions of model {model['name']}; "
+                          f"valid: fewer than {limit}")
+
+
+def check_method_on_model(method, method_cfg, task: TaskConfig, model: dict, trainer: TrainerConfig) -> None:
+    """Apply the method to a weightless skeleton of the model the task builds (budget fitted first, as the run will),
+    and check the lengths against the model's positions."""
     import torch
 
     try:
-        net = tasks.pipeline_module(task).model_skeleton(task, model, cache_dir)
+        net = tasks.pipeline_module(task).model_skeleton(task, model, trainer.cache_dir)
         if net is None:
             return
         info = ModelInfo.from_cfg(model, net.config)
         with torch.device("meta"):
             method.apply(net, method.sized(method_cfg, info, net), info)
+        check_lengths(trainer, net, model)
     except HarnessError:
         raise
     except Exception as exc:  # not a config problem the skeleton can prove; the real apply will tell
@@ -138,9 +176,9 @@ def check(config: dict, output_dir: str | Path) -> Checked:
     if task:  # the task config is sound: its data can be looked for
         problems += attempt(check_data, task) or []
     attempt(check_output_dir, Path(output_dir))
+    attempt(check_cache_dir, trainer)
     if built and task and model_ok and not problems:
-        cache_dir = (config.get("trainer") or {}).get("cache_dir")
-        attempt(check_method_on_model, *built, task, config["model"], cache_dir)
+        attempt(check_method_on_model, *built, task, config["model"], trainer)
     if problems:
         raise ValidationError(problems)
     return Checked(trainer, built[0], built[1], task)

@@ -47,9 +47,39 @@ BAD_INPUTS = [
     ("model.source=s3", "model.source='s3' is not a valid choice."),
     ("+model.pooling=max", "model.pooling='max' is not valid; valid choices: cls, mean"),
     ("model.tokenizer.package=no_such_pkg", "model package 'no_such_pkg' is not installed"),
-    ("seed=-1", "seed must be an integer ≥ 0, got -1"),
+    ("seed=-1", "seed must be an integer in [0, 2^32), got -1"),
     ("tracker=wandb tracker.mode=loud", "tracker.mode='loud' is not valid; valid choices: offline, online, disabled"),
     ("skip_completed=maybe", "skip_completed must be true or false, got 'maybe'"),
+    # the second pass (reliability): every numeric range on the TrainerConfig fields, lengths against the model
+    ("trainer.lr=nan", "trainer.lr must be a finite number > 0, got nan"),
+    ("trainer.lr=inf", "trainer.lr must be a finite number > 0, got inf"),
+    ("trainer.batch_size=8.5", "trainer.batch_size must be > 0 (an integer), got 8.5"),
+    ("trainer.max_train_samples=10.5", "trainer.max_train_samples must be > 0 (an integer) or null, got 10.5"),
+    ("trainer.max_grad_norm=-1", "trainer.max_grad_norm must be > 0 or null, got -1"),
+    ("trainer.max_seq_len=1", "trainer.max_seq_len must be an integer ≥ 8, got 1"),
+    ("trainer.max_seq_len=4096", "trainer.max_seq_len=4096 exceeds the 128 positions of model tiny-bert"),
+    ("trainer.precision=bf16", "trainer.precision=bf16 needs a CUDA device; valid choices on CPU: auto, fp32"),
+    ("trainer.eval_batch_size=0", "trainer.eval_batch_size must be > 0 (an integer), got 0"),
+    ("trainer.subset_seed=-1", "trainer.subset_seed must be an integer in [0, 4294967296), got -1"),
+    ("trainer.log_every=0", "trainer.log_every must be > 0 (an integer), got 0"),
+    ("trainer.progress=maybe", "trainer.progress must be true or false, got 'maybe'"),
+    ("trainer.cache_dir=FILE", "trainer.cache_dir=FILE is not a writable folder"),
+    ("seed=4294967296", "seed must be an integer in [0, 2^32), got 4294967296"),
+    ("resume=sometimes", "resume must be true or false, got 'sometimes'"),
+    ("method=lora method.targets=['q[(']", "method.targets: 'q[(' is neither a weight type"),
+    ("method=lora method.alpha=0", "method (lora): alpha must be > 0, got 0"),
+    ("method=lora method.init=xavier", "method (lora): init must be one of gaussian, kaiming"),
+    ("method=lora method.bias=some", "method (lora): bias must be one of none, all, lora_only"),
+    ("method=adapter_h method.r=0", "method (adapter_h): r must be > 0, got 0"),
+    ("method=adapter_h method.nonlinearity=softmax", "method (adapter_h): nonlinearity must be one of relu"),
+    ("method=prefix_embed method.l_p=200", "method.l_p + method.l_i = 200 take all 128 positions of model tiny-bert"),
+    ("method=prefix_layer method.l_p=0", "method (prefix_layer): l_p + l_i must be > 0"),
+    ("method=ft_top2 method.top=0", "method (ft_top2): top must be > 0, got 0"),
+    ("method=adapter_d method.drop_lowest=-1", "method (adapter_d): drop_lowest must be an integer ≥ 0, got -1"),
+    ("task.splits.eval=[]", "task.splits needs a `train` split and a non-empty `eval` list"),
+    ("task.metrics=[]", "task.headline='accuracy' is not among task.metrics []"),
+    ("~model.config", "model.config is needed with model.source=tiny"),
+    ("tracker=none tracker.name=comet", "tracker.name='comet' is not a valid choice."),
 ]
 
 
@@ -69,12 +99,22 @@ def test_bad_input_is_named_before_anything_loads(overrides, expected, tiny_over
         raise AssertionError("data or a model was loaded before the config was validated")
 
     monkeypatch.setattr(harness.runner.tasks, "build", no_loading)
-    overrides = [o.replace("EMPTY", str(empty_split_dir)) for o in overrides.split()]
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    places = {"EMPTY": str(empty_split_dir), "FILE": str(a_file)}
+    overrides = [_place(o, places) for o in overrides.split()]
     with pytest.raises(HarnessError) as caught:
         run(compose_cfg(*tiny_overrides, *overrides), tmp_path / "out")
-    assert expected.replace("EMPTY", str(empty_split_dir)) in str(caught.value)
+    assert _place(expected, places) in str(caught.value)
+    assert "Traceback" not in str(caught.value)  # one line per problem (seed=-1 is two: subset_seed follows it)
     record = json.loads((tmp_path / "out" / "run.json").read_text())
     assert record["status"] == "failed" and record["error"]["message"] == str(caught.value)
+
+
+def _place(text: str, places: dict) -> str:
+    for key, value in places.items():
+        text = text.replace(key, value)
+    return text
 
 
 def _cli(*args, cwd=REPO):
@@ -89,7 +129,7 @@ def test_cli_prints_every_problem_on_its_own_line_and_exits_2(tiny_overrides, tm
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == ["error: trainer.lr must be > 0, got 0",
                       "error: task.headline='f1' is not among task.metrics ['accuracy']",
-                      "error: seed must be an integer ≥ 0, got -1"]
+                      "error: seed must be an integer in [0, 2^32), got -1"]
     assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "failed"
 
 

@@ -49,9 +49,9 @@ def parse_grid(text: str) -> list[tuple[int, int]]:
         try:
             batch, seq = (int(x) for x in cell.lower().split("x"))
         except ValueError:
-            raise SystemExit(f"--grid: {cell!r} is not BATCHxSEQ (e.g. 8x128)") from None
+            raise BenchError(f"--grid: {cell!r} is not BATCHxSEQ (e.g. 8x128)") from None
         if batch <= 0 or seq <= 0:
-            raise SystemExit(f"--grid: batch and seq must be > 0, got {cell!r}")
+            raise BenchError(f"--grid: batch and seq must be > 0, got {cell!r}")
         cells.append((batch, seq))
     return cells
 
@@ -156,10 +156,12 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness-bench latency", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="minilm", help="a harness/conf/model yaml (default: minilm)")
     p.add_argument("--grid", default=None, help=f"BATCHxSEQ cells (default: {PAPER_GRID} on CUDA, {CPU_GRID} on CPU)")
-    p.add_argument("--trials", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=5)
-    p.add_argument("--variants", default=",".join(VARIANTS))
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--trials", type=int, default=50, help="timed rounds per cell, every variant once a round (default: 50)")
+    p.add_argument("--warmup", type=int, default=5, help="untimed passes per variant and cell (default: 5)")
+    p.add_argument("--variants", default=",".join(VARIANTS),
+                   help="comma list: base, lora_merged, lora_unmerged or a method name (default: all of them)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="auto: CUDA when available (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default=None, help="JSON file (default: reports/bench/latency_<model>_<device>.json)")
     p.add_argument("--md", default=None, help="Markdown file (default: the JSON path with .md)")
@@ -221,8 +223,8 @@ def main_latency(argv=None) -> int:
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and device.type != "cuda":
         raise SystemExit("--device cuda but no CUDA device is available")
-    grid = parse_grid(args.grid or (PAPER_GRID if device.type == "cuda" else CPU_GRID))
     try:
+        grid = parse_grid(args.grid or (PAPER_GRID if device.type == "cuda" else CPU_GRID))
         model_config(args.model)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -87,7 +87,7 @@ class ModelInfo:
                 regex = self.weight_types.get(target) or self.modules[target]
                 patterns.append(re.compile(f"(^|\\.)({regex})$"))
             else:
-                patterns.append(re.compile(f"(^|\\.){re.escape(target)}$|^(?:{target})$"))
+                patterns.append(_target_pattern(target, sorted(self.weight_types)))
         names = []
         for name, module in model.named_modules():
             if types and not isinstance(module, types):
@@ -105,3 +105,13 @@ class ModelInfo:
                 f"weight types for it: {sorted(self.weight_types)}, or give exact module names / a regex"
             )
         return names
+
+
+def _target_pattern(target: str, weight_types: list[str]) -> re.Pattern:
+    """A target that is no weight type: an exact module name (or its last parts) or a regular expression."""
+    try:
+        re.compile(target)
+    except re.error as exc:
+        raise ConfigError(f"method.targets: {target!r} is neither a weight type ({', '.join(weight_types)}), a module "
+                          f"name nor a valid regular expression ({exc})") from None
+    return re.compile(f"(^|\\.){re.escape(target)}$|^(?:{target})$")

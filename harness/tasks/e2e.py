@@ -12,14 +12,12 @@ be gzip-compressed (``.csv.gz``). ``testset.csv`` (MRs only, column ``MR``) has 
 from __future__ import annotations
 
 import csv
-import gzip
-import io
 import os
 import re
 from pathlib import Path
 
 from harness.errors import DataError
-from harness.io import data_dir as resolve_data_dir, sha256_file
+from harness.io import data_dir as resolve_data_dir, sha256_file, text_lines
 from harness.tasks.pipeline import EvalItem
 
 EXPECTED_COLUMNS = ("mr", "ref")
@@ -33,12 +31,6 @@ _ATTRIBUTE_NAMES = {"eatType": "Type", "priceRange": "price", "familyFriendly": 
 _MR_ITEM = re.compile(r"\s*([^,\[\]]+?)\s*\[([^\]]*)\]\s*(?:,|$)")
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
-    return open(path, encoding="utf-8-sig", newline="")
-
-
 def read_e2e_csv(path: str | Path) -> list[tuple[str, str]]:
     """All (mr, ref) pairs of an official E2E CSV, in file order.
 
@@ -47,24 +39,23 @@ def read_e2e_csv(path: str | Path) -> list[tuple[str, str]]:
     """
     path = Path(path)
     pairs, bad_lines = [], []
-    with _open_text(path) as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None) or []
-        columns = [c.strip().lower() for c in header]
-        missing = [c for c in EXPECTED_COLUMNS if c not in columns]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {missing}; found columns {header}, expected {list(EXPECTED_COLUMNS)}"
-                             + (" (testset.csv has MRs only: use testset_w_refs.csv)" if columns == ["mr"] else ""))
-        i_mr, i_ref = columns.index("mr"), columns.index("ref")
-        for row in reader:
-            if not any(field.strip() for field in row):
-                continue  # blank line
-            mr = row[i_mr].strip() if i_mr < len(row) else ""
-            ref = row[i_ref].strip() if i_ref < len(row) else ""
-            if not mr or not ref:
-                bad_lines.append(reader.line_num)  # line where this record ends (records may span lines)
-                continue
-            pairs.append((mr, ref))
+    reader = csv.reader(line + "\n" for line in text_lines(path))
+    header = next(reader, None) or []
+    columns = [c.strip().lower() for c in header]
+    missing = [c for c in EXPECTED_COLUMNS if c not in columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; found columns {header}, expected {list(EXPECTED_COLUMNS)}"
+                        + (" (testset.csv has MRs only: use testset_w_refs.csv)" if columns == ["mr"] else ""))
+    i_mr, i_ref = columns.index("mr"), columns.index("ref")
+    for row in reader:
+        if not any(field.strip() for field in row):
+            continue  # blank line
+        mr = row[i_mr].strip() if i_mr < len(row) else ""
+        ref = row[i_ref].strip() if i_ref < len(row) else ""
+        if not mr or not ref:
+            bad_lines.append(reader.line_num)  # line where this record ends (records may span lines)
+            continue
+        pairs.append((mr, ref))
     if bad_lines:
         shown = ", ".join(map(str, bad_lines[:10])) + (", ..." if len(bad_lines) > 10 else "")
         raise DataError(f"{path}: {len(bad_lines)} row(s) with an empty MR or no reference, at line(s) {shown}")

@@ -8,11 +8,10 @@ carries it over), hence `utf-8-sig`.
 """
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 from harness.errors import DataError
-from harness.io import sha256_file
+from harness.io import sha256_file, text_lines
 from harness.metrics import glue as glue_metrics
 
 OPTIONS = ("glue_dir", "tsv", "hub")   # the task yaml's keys this module reads
@@ -32,10 +31,7 @@ def find_split_file(data_dir: str | Path, glue_dir: str, split: str) -> Path:
 
 
 def _lines(path: Path):
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8-sig", newline="") as handle:
-        for line in handle:
-            yield line.rstrip("\r\n")
+    return text_lines(path)
 
 
 def read_tsv(path: Path, spec: dict, labels: list[str] | None) -> dict[str, list]:

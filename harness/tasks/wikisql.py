@@ -20,7 +20,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from harness.errors import DataError
-from harness.io import data_dir as resolve_data_dir, sha256_file
+from harness.io import data_dir as resolve_data_dir, sha256_file, text_lines
 from harness.tasks.pipeline import EvalItem
 
 AGG_OPS = ["", "MAX", "MIN", "COUNT", "SUM", "AVG"]
@@ -45,20 +45,19 @@ def _read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict]:
     if not path.is_file():
         raise DataError(f"WikiSQL file not found: {path}")
     records = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
-            missing = [k for k in required if k not in record]
-            if missing:
-                raise DataError(f"{path}:{line_no}: missing key(s) {missing}; expected {list(required)}")
-            records.append(record)
+    for line_no, line in enumerate(text_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}:{line_no}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise DataError(f"{path}:{line_no}: expected a JSON object, got {type(record).__name__}")
+        missing = [k for k in required if k not in record]
+        if missing:
+            raise DataError(f"{path}:{line_no}: missing key(s) {missing}; expected {list(required)}")
+        records.append(record)
     return records
 
 
@@ -98,8 +97,25 @@ def load_examples(data_dir: str | Path | None, split: str) -> list[dict]:
         table = tables.get(q["table_id"])
         if table is None:
             raise DataError(f"table {q['table_id']!r} (question {q['question']!r}) not found in {paths['tables']}")
+        _check_sql(q["sql"], table["header"], paths["questions"], q["question"])
         examples.append({**q, "header": list(table["header"]), "types": list(table["types"])})
     return examples
+
+
+def _check_sql(sql: dict, header: list, path: Path, question: str) -> None:
+    """Every index of a query within its table and the operator lists (lib/query.py's sel, agg, conds)."""
+    def bad(what: str) -> DataError:
+        return DataError(f"{path}: question {question!r}: {what}")
+
+    if not isinstance(sql["sel"], int) or not 0 <= sql["sel"] < len(header):
+        raise bad(f"sql.sel={sql['sel']!r} is not a column index of its table (0 … {len(header) - 1})")
+    if not isinstance(sql["agg"], int) or not 0 <= sql["agg"] < len(AGG_OPS):
+        raise bad(f"sql.agg={sql['agg']!r} is not an aggregation index (0 … {len(AGG_OPS) - 1}: {AGG_OPS})")
+    for cond in sql["conds"]:
+        ok = isinstance(cond, (list, tuple)) and len(cond) == 3 and isinstance(cond[0], int) \
+            and 0 <= cond[0] < len(header) and isinstance(cond[1], int) and 0 <= cond[1] < len(COND_OPS)
+        if not ok:
+            raise bad(f"sql.conds entry {cond!r} is not [column index, operator index 0 … {len(COND_OPS) - 1}, value]")
 
 
 def sql_to_text(sql: dict, header: list[str]) -> str:

@@ -10,74 +10,107 @@ Nothing here imports torch: reading run records (the report) asks these marks to
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+import math
+from dataclasses import MISSING, dataclass, field
 
 from harness.errors import ConfigError
 
 
-def _mark(default, *, identity: bool = True, score: bool = False):
-    return field(default=default, metadata={"identity": identity, "score": score})
+def _mark(default, kind=int, *, low=None, above=None, below=None, nullable=False, choices=None, hint="",
+          identity: bool = True, score: bool = False):
+    """A trainer field with what it may hold written once: its type, range (`low` ≤ v, `above` < v, v < `below`),
+    null or not, its choices; and its marks (identity, score; see the module docstring)."""
+    spec = {"kind": kind, "low": low, "above": above, "below": below, "nullable": nullable, "choices": choices,
+            "hint": hint, "identity": identity, "score": score}
+    return field(default=default, metadata=spec) if default is not MISSING else field(metadata=spec)
 
 
 @dataclass
 class TrainerConfig:
-    lr: float = field(metadata={"identity": True, "score": True})
-    epochs: int = _mark(3, score=True)
-    max_steps: int | None = _mark(None, score=True)
-    batch_size: int = _mark(32, score=True)
-    eval_batch_size: int = _mark(128)
-    grad_accum: int = _mark(1)
-    warmup_ratio: float = _mark(0.06, score=True)
-    weight_decay: float = _mark(0.01, score=True)
-    max_grad_norm: float | None = _mark(1.0)
-    max_seq_len: int = _mark(128, score=True)
-    max_train_samples: int | None = _mark(None)
-    max_eval_samples: int | None = _mark(None)
-    subset_seed: int = _mark(0)
-    precision: str = _mark("auto")
-    device: str = _mark("auto")
-    log_every: int = _mark(10, identity=False)
-    eval_every_steps: int | None = _mark(None)
-    progress: bool = _mark(True, identity=False)
-    cache_dir: str | None = _mark(None, identity=False)
+    lr: float = _mark(MISSING, float, above=0, score=True)
+    epochs: int = _mark(3, low=0, hint=" (0: evaluate the model untrained; or set trainer.max_steps)", score=True)
+    max_steps: int | None = _mark(None, above=0, nullable=True, score=True)
+    batch_size: int = _mark(32, above=0, score=True)
+    eval_batch_size: int = _mark(128, above=0)
+    grad_accum: int = _mark(1, above=0)
+    warmup_ratio: float = _mark(0.06, float, low=0, below=1, score=True)
+    weight_decay: float = _mark(0.01, float, low=0, score=True)
+    max_grad_norm: float | None = _mark(1.0, float, above=0, nullable=True)   # null: no clipping
+    # ≥ 8: room for a sentence between the special tokens; the model's own limit is checked at start-up
+    max_seq_len: int = _mark(128, low=8, score=True)
+    max_train_samples: int | None = _mark(None, above=0, nullable=True)
+    max_eval_samples: int | None = _mark(None, above=0, nullable=True)
+    subset_seed: int = _mark(0, low=0, below=2**32)
+    precision: str = _mark("auto", str, choices=("auto", "fp32", "bf16", "fp16"))
+    device: str = _mark("auto", str, choices=("auto", "cpu", "cuda"))
+    log_every: int = _mark(10, above=0, identity=False)
+    eval_every_steps: int | None = _mark(None, above=0, nullable=True)
+    progress: bool = _mark(True, bool, identity=False)
+    cache_dir: str | None = _mark(None, str, nullable=True, identity=False)
     # also save a checkpoint every N optimiser steps (always at each epoch end)
-    checkpoint_every: int | None = _mark(None, identity=False)
-    keep_checkpoints: int = _mark(2, identity=False)      # 0: no checkpoints, no resume
-    nonfinite_retries: int = _mark(0)    # batches with a non-finite loss/gradient skipped before the run is diverged
+    checkpoint_every: int | None = _mark(None, above=0, nullable=True, identity=False)
+    keep_checkpoints: int = _mark(2, low=0, identity=False)      # 0: no checkpoints, no resume
+    nonfinite_retries: int = _mark(0, low=0)    # batches with a non-finite loss/gradient skipped before `diverged`
 
     def __post_init__(self):
-        self._check_positive()
-        if self.max_steps is None and not _is_int(self.epochs, low=0):
-            raise ConfigError(f"trainer.epochs must be an integer ≥ 0 (0: evaluate the model untrained; or set "
-                              f"trainer.max_steps), got {self.epochs!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"trainer.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.weight_decay < 0:
-            raise ConfigError(f"trainer.weight_decay must be ≥ 0, got {self.weight_decay}")
-        for key in ("keep_checkpoints", "nonfinite_retries"):
-            if not _is_int(getattr(self, key), low=0):
-                raise ConfigError(f"trainer.{key} must be an integer ≥ 0, got {getattr(self, key)!r}")
-        for key, choices in (("precision", ("auto", "fp32", "bf16", "fp16")), ("device", ("auto", "cpu", "cuda"))):
-            if getattr(self, key) not in choices:
-                raise ConfigError(f"trainer.{key}={getattr(self, key)!r} is not valid; valid choices: {', '.join(choices)}")
-        if self.device == "cuda":
-            import torch
+        for spec in dataclasses.fields(self):
+            if spec.name == "epochs" and self.max_steps is not None:
+                continue  # max_steps decides the length
+            problem = field_problem(getattr(self, spec.name), spec.metadata)
+            if problem:
+                raise ConfigError(f"trainer.{spec.name}{problem}")
+        self._check_device()
 
-            if not torch.cuda.is_available():
-                raise ConfigError("trainer.device='cuda' but no CUDA device is available; valid choices here: auto, cpu")
+    def _check_device(self):
+        """CUDA asked for (device, or a half precision, which needs it) where there is none: said before any load."""
+        import torch
 
-    def _check_positive(self):
-        positive = ["lr", "batch_size", "eval_batch_size", "grad_accum", "max_seq_len", "log_every"]
-        optional = ("max_steps", "max_train_samples", "max_eval_samples", "eval_every_steps", "checkpoint_every")
-        positive += [k for k in optional if getattr(self, k) is not None]
-        for key in positive:
-            value = getattr(self, key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"trainer.{key} must be > 0, got {value!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("trainer.device='cuda' but no CUDA device is available; valid choices here: auto, cpu")
+        if self.precision in ("bf16", "fp16") and (self.device == "cpu" or not torch.cuda.is_available()):
+            raise ConfigError(f"trainer.precision={self.precision} needs a CUDA device; valid choices on CPU: auto, "
+                              "fp32")
 
 
-def _is_int(value, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+def field_problem(value, spec: dict) -> str | None:
+    """What is wrong with `value` for a field marked by `spec` (as `must be …, got …`), or None."""
+    if value is None:
+        return None if spec["nullable"] else f" must be set{spec['hint']}, got null"
+    if spec["choices"] is not None:
+        return None if value in spec["choices"] else f"={value!r} is not valid; valid choices: " + ", ".join(
+            spec["choices"])
+    kind = spec["kind"]
+    numeric = kind in (int, float)
+    wrong_type = isinstance(value, bool) != (kind is bool) or not isinstance(value, (int, float) if kind is float
+                                                                              else kind)
+    if not wrong_type and numeric and not math.isfinite(value):
+        return f" must be a finite number {_describe(spec)}, got {value!r}"
+    if wrong_type or not _in_range(value, spec):
+        return f" must be {_describe(spec)}, got {value!r}"
+    return None
+
+
+def _in_range(value, spec: dict) -> bool:
+    return ((spec["low"] is None or value >= spec["low"]) and (spec["above"] is None or value > spec["above"])
+            and (spec["below"] is None or value < spec["below"]))
+
+
+def _describe(spec: dict) -> str:
+    """`> 0`, `an integer ≥ 0`, `in [0, 1)`, `true or false` … as the error message says it."""
+    kind, low, above, below = spec["kind"], spec["low"], spec["above"], spec["below"]
+    if kind is bool:
+        return "true or false"
+    if kind is str:
+        return "a string" + (" or null" if spec["nullable"] else "")
+    if low is not None and below is not None:
+        text = f"in [{low:g}, {below:g})" if kind is float else f"an integer in [{low}, {below})"
+    elif above is not None:
+        text = f"> {above:g}" + (" (an integer)" if kind is int else "")
+    elif low is not None:
+        text = f"an integer ≥ {low}" if kind is int else f"≥ {low:g}"
+    else:
+        text = "an integer" if kind is int else "a finite number"
+    return text + (" or null" if spec["nullable"] else "") + spec["hint"]
 
 
 def keys(mark: str, value: bool = True) -> list[str]:
