@@ -89,6 +89,11 @@ def describe(evidence: set[str]) -> str:
              "seeds": "an exact paired sign-flip permutation test over seeds (with n seeds the smallest p is 2/2^n)",
              "one seed": "no test (one seed, no per-example predictions)",
              "unpaired": "no test (no seed in common)"}
-    used = [parts[e] for e in ("examples", "seeds", "one seed", "unpaired") if e in evidence]
-    return (f"Bold: the best value in its column and every value not significantly worse than it (two-sided p < "
-            f"{LEVEL:g}) by " + "; or ".join(used) + ".") if used else "Bold: the best value in its column."
+    used = [parts[e] for e in ("examples", "seeds") if e in evidence]
+    untested = [parts[e] for e in ("one seed", "unpaired") if e in evidence]
+    text = "Bold: the best value in its column"
+    if used:
+        text += f" and every value not significantly worse than it (two-sided p < {LEVEL:g}) by " + "; or ".join(used)
+    if untested:
+        text += "; values that could not be tested are bold too: " + "; ".join(untested)
+    return text + "."

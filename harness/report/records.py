@@ -72,18 +72,33 @@ def _number(value):
         return float("nan")
 
 
+# Keys of the task and model configs that name or locate, never change a score; every other key does.
+NOT_SCORING = {"task": ("name", "label", "report", "samples", "data_dir"), "model": ("name",)}
+
+
+def score_settings(frame) -> list[str]:
+    """The flattened config columns that change a run's score besides the method's own: the trainer keys marked
+    score=True (harness/train/config.py), and every task and model key but those in NOT_SCORING."""
+    trainer = [f"config.trainer.{k}" for k in SCORE_KEYS if f"config.trainer.{k}" in frame]
+    others = [c for c in frame.columns for group, skip in NOT_SCORING.items()
+              if c.startswith(f"config.{group}.") and c.split(".")[2] not in skip]
+    return trainer + sorted(others)
+
+
 def add_varying_settings(frame):
-    """Settings that differ between completed runs of one method (an alpha or learning-rate sweep) join its variant
-    label, so that such runs form separate rows instead of being pooled as if they were seeds."""
+    """Settings that differ between completed runs of one method (an alpha or learning-rate sweep, another pooling,
+    another label smoothing) join its variant label, so that such runs form separate rows instead of being pooled as
+    if they were seeds."""
     done = frame[frame["status"] == "completed"]
     settings = sorted(c for c in frame.columns if c.startswith("config.method."))
-    trainer = [f"config.trainer.{k}" for k in SCORE_KEYS if f"config.trainer.{k}" in frame]
-    for method, group in done.groupby("method"):
-        # already in the label: the size (budget or the method's size parameter) and the targets
+    scoring = score_settings(frame)
+    for (method, model, task), group in done.groupby(["method", "model", "task"]):
+        # already in the label: the size (budget or the method's size parameter) and the targets; a setting that
+        # differs between tasks (a per-task learning rate) splits nothing: each task is its own column
         shown = {"config.method." + str(k) for k in ("name", "budget", "targets", size_param(method))}
-        candidates = [c for c in settings if c not in shown] + trainer
+        candidates = [c for c in settings if c not in shown] + scoring
         varying = [c for c in candidates if group[c].map(lambda v: json.dumps(v, default=str)).nunique() > 1]
-        rows = frame["method"] == method
+        rows = (frame["method"] == method) & (frame["model"] == model) & (frame["task"] == task)
         for column in varying:
             extra = [f"{column.rsplit('.', 1)[1]}={v}" for v in frame.loc[rows, column]]
             frame.loc[rows, "variant"] = [f"{v} {e}".strip() for v, e in zip(frame.loc[rows, "variant"], extra)]

@@ -32,19 +32,19 @@ class TrainerConfig:
     max_steps: int | None = _mark(None, above=0, nullable=True, score=True)
     batch_size: int = _mark(32, above=0, score=True)
     eval_batch_size: int = _mark(128, above=0)
-    grad_accum: int = _mark(1, above=0)
+    grad_accum: int = _mark(1, above=0, score=True)
     warmup_ratio: float = _mark(0.06, float, low=0, below=1, score=True)
     weight_decay: float = _mark(0.01, float, low=0, score=True)
-    max_grad_norm: float | None = _mark(1.0, float, above=0, nullable=True)   # null: no clipping
+    max_grad_norm: float | None = _mark(1.0, float, above=0, nullable=True, score=True)   # null: no clipping
     # ≥ 8: room for a sentence between the special tokens; the model's own limit is checked at start-up
     max_seq_len: int = _mark(128, low=8, score=True)
     max_train_samples: int | None = _mark(None, above=0, nullable=True)
-    max_eval_samples: int | None = _mark(None, above=0, nullable=True)
+    max_eval_samples: int | None = _mark(None, above=0, nullable=True, score=True)
     subset_seed: int = _mark(0, low=0, below=2**32)
-    precision: str = _mark("auto", str, choices=("auto", "fp32", "bf16", "fp16"))
+    precision: str = _mark("auto", str, choices=("auto", "fp32", "bf16", "fp16"), score=True)
     device: str = _mark("auto", str, choices=("auto", "cpu", "cuda"))
     log_every: int = _mark(10, above=0, identity=False)
-    eval_every_steps: int | None = _mark(None, above=0, nullable=True)
+    eval_every_steps: int | None = _mark(None, above=0, nullable=True, score=True)
     progress: bool = _mark(True, bool, identity=False)
     cache_dir: str | None = _mark(None, str, nullable=True, identity=False)
     # also save a checkpoint every N optimiser steps (always at each epoch end)
@@ -119,7 +119,7 @@ def keys(mark: str, value: bool = True) -> list[str]:
 
 
 NOT_IDENTITY = tuple(keys("identity", False))   # progress, log_every, cache_dir, checkpoint_every, keep_checkpoints
-SCORE_KEYS = tuple(keys("score"))                # lr, epochs, max_steps, batch_size, warmup_ratio, weight_decay, ...
+SCORE_KEYS = tuple(keys("score"))                # lr, epochs, batch_size, grad_accum, max_grad_norm, precision, ...
 
 
 def trainer_config(values: dict) -> TrainerConfig:
