@@ -99,3 +99,18 @@ def test_the_report_leads_with_the_claim_scorecard(frames, tmp_path):
     assert index.index("## Claim scorecard") < index.index("## Table 2")
     card = pd.read_csv(tmp_path / "out" / "claims.csv")
     assert set(card["verdict"]) <= {"supported", "contradicted", "inconclusive", "not run"}
+
+
+def test_runs_whose_settings_are_unknown_are_listed(tmp_path):
+    """A record with no trainer or method settings cannot be placed in a cell by its settings: the report lists it."""
+    from harness.report import sections
+
+    placed = make_record("minilm", "sst2", "lora", 0, 0.9, r=8, targets=["q", "v"])
+    bare = {**make_record("minilm", "sst2", "lora", 1, 0.8), "config": {"model": {"name": "minilm"}}}
+    for i, record in enumerate((placed, bare)):
+        (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "run.json").write_text(json.dumps(record))
+    files, _ = report.find_run_files([str(tmp_path)])
+    runs = report.records_to_frame(report.load_records(files)[0])
+    unplaced = sections.unplaced_runs(runs)
+    assert list(unplaced["seed"]) == [1]

@@ -20,6 +20,15 @@ def not_in_tables(runs):
     return out.sort_values(["status", "model", "task", "method", "variant", "source"])[cols]
 
 
+def unplaced_runs(runs):
+    """Completed runs whose record has no trainer and no method settings (an old or foreign record): the tables
+    cannot tell which settings they ran with."""
+    known = [c for c in runs.columns if c.startswith(("config.trainer.", "config.method.")) and c != "config.method.name"]
+    done = completed_runs(runs)
+    mask = done[known].isna().all(axis=1) if known else pd.Series(True, index=done.index)
+    return done[mask][["model", "task", "method", "seed", "source"]]
+
+
 def side_sections(runs, grids, problems):
     """The lists that keep the tables honest: runs left out and why, flagged runs, missing cells, unreadable records
     (`problems`: (path, what is wrong) pairs)."""
@@ -32,6 +41,11 @@ def side_sections(runs, grids, problems):
         flagged = flagged[flagged["flags"] != ""][["model", "task", "method", "variant", "seed", "flags", "source"]]
         if len(flagged):
             sections.append(frame_table(flagged, "Flagged runs (in the tables, marked !)", "flagged"))
+        unplaced = unplaced_runs(runs)
+        if len(unplaced):
+            sections.append(frame_table(unplaced, "Runs whose settings could not be placed", "unplaced",
+                                        ["Their records hold no trainer or method config: runs with other settings "
+                                         "may be pooled with them as seeds."]))
     missing = pd.DataFrame([(t["title"], m) for t in grids for m in t["missing"]], columns=["table", "missing"])
     if len(missing):
         sections.append(frame_table(missing, "Missing cells", "missing"))
