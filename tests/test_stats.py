@@ -109,3 +109,31 @@ def test_fast_metrics_equal_the_scorers(name):
         if name == "f1" and classes == 3:
             continue  # binary F1 (MRPC, QQP)
         assert glue.FAST[name](preds, labels) == pytest.approx(glue.METRICS[name](preds, labels), abs=1e-12)
+
+
+def test_bleu_interval_resamples_segments_and_equals_mteval_on_all_of_them():
+    from harness.metrics.e2e import bleu_interval, mteval_bleu_nist
+
+    rng = np.random.default_rng(2)
+    words = "the eagle is a pub near river cheap french food family friendly zizzi rated high".split()
+    hyps = [" ".join(rng.choice(words, rng.integers(3, 12))) for _ in range(40)]
+    refs = [[" ".join(rng.choice(words, rng.integers(4, 12))) for _ in range(rng.integers(1, 4))] for _ in range(40)]
+    found = bleu_interval(hyps, refs)
+    assert found["value"] == pytest.approx(mteval_bleu_nist(hyps, refs)[0], abs=1e-12)
+    assert found["low"] <= found["value"] <= found["high"] and found["metric"] == "bleu"
+
+
+def test_wikisql_interval_is_over_logical_form_hits():
+    from harness.tasks import wikisql
+    from harness.tasks.pipeline import EvalItem
+
+    header = ["Player", "No."]
+    example = {"sql": {"sel": 0, "agg": 0, "conds": [[1, 0, "3"]]}, "header": header, "table_id": "t"}
+    items = [EvalItem("q", {}, ["g"], example)] * 4
+    right, wrong = "SELECT Player FROM table WHERE No. = 3", "SELECT No. FROM table"
+
+    class Task:
+        headline = "logical_form_acc"
+
+    found = wikisql.interval(Task, [right, right, right, wrong], items)
+    assert found["value"] == 0.75 and 0.0 <= found["low"] <= 0.75 <= found["high"] <= 1.0

@@ -93,6 +93,55 @@ def _nist_length_penalty(ratio: float) -> float:
     return math.exp(-beta * math.log(ratio) * math.log(ratio))
 
 
+def bleu_from_counts(match, hyp_count, ref_length) -> float:
+    """mteval's bleu_score from corpus sums (orders 1..4: clipped matches, hypothesis n-grams; the effective reference
+    length), smoothing on: a zero-match order halves the count it pretends to have."""
+    log_sum, smooth = 0.0, 1
+    for n in range(BLEU_N):
+        if hyp_count[n] == 0:
+            continue  # iscore = 0
+        if match[n] == 0:
+            smooth *= 2
+            log_sum += math.log(1 / (smooth * hyp_count[n]))
+        else:
+            log_sum += math.log(match[n] / hyp_count[n])
+    bp = math.exp(min(0.0, 1 - ref_length / hyp_count[0])) if hyp_count[0] > 0 else 0.0
+    return math.exp(log_sum / BLEU_N) * bp
+
+
+def bleu_counts(hypothesis: str, references: list[str]) -> list[float]:
+    """One segment's BLEU sums: clipped matches of orders 1..4, its n-gram counts of orders 1..4, and its closest
+    reference length; summed over segments they give the corpus BLEU (`bleu_from_counts`)."""
+    hyp = mteval_tokenize(hypothesis)
+    refs = [mteval_tokenize(r) for r in references]
+    max_ref: Counter = Counter()
+    for r in refs:
+        max_ref |= _ngrams(r, BLEU_N)
+    matches = [0] * BLEU_N
+    for ngram, c in _ngrams(hyp, BLEU_N).items():
+        matches[len(ngram) - 1] += min(c, max_ref.get(ngram, 0))
+    seg_len = len(refs[0])
+    for r in refs[1:]:
+        seg_len = _closest_length(seg_len, len(r), len(hyp))
+    return matches + [max(len(hyp) - n + 1, 0) for n in range(1, BLEU_N + 1)] + [seg_len]
+
+
+def bleu_interval(hypotheses: list[str], references: list[list[str]], seed: int = 0) -> dict:
+    """The corpus BLEU's 95 % percentile-bootstrap interval over segments (MRs): each resample sums the segments'
+    counts and recomputes BLEU exactly as mteval does (harness/stats.py)."""
+    import numpy as np
+
+    from harness.stats import bootstrap_interval
+
+    counts = np.array([bleu_counts(h, rs) for h, rs in zip(hypotheses, references)], dtype=float)
+
+    def bleu(idx):
+        total = counts[idx].sum(axis=0)
+        return bleu_from_counts(total[:BLEU_N], total[BLEU_N:2 * BLEU_N], total[-1])
+
+    return {"metric": "bleu", "value": bleu(np.arange(len(counts))), **bootstrap_interval(bleu, len(counts), seed=seed)}
+
+
 def mteval_bleu_nist(hypotheses: list[str], references: list[list[str]]) -> tuple[float, float]:
     """Corpus BLEU (4-gram, closest ref length, mteval smoothing) and NIST (5-gram) as mteval-v13a-sig computes them."""
     hyps = [mteval_tokenize(h) for h in hypotheses]
@@ -124,18 +173,7 @@ def mteval_bleu_nist(hypotheses: list[str], references: list[list[str]]) -> tupl
                 match[len(ngram)] += clipped
                 hyp_info[len(ngram)] += info[ngram] * clipped
 
-    # BLEU (mteval's bleu_score, smoothing on): a zero-match order halves the count it pretends to have
-    log_sum, smooth = 0.0, 1
-    for n in range(1, BLEU_N + 1):
-        if hyp_count[n] == 0:
-            continue  # iscore = 0
-        if match[n] == 0:
-            smooth *= 2
-            log_sum += math.log(1 / (smooth * hyp_count[n]))
-        else:
-            log_sum += math.log(match[n] / hyp_count[n])
-    bp = math.exp(min(0.0, 1 - ref_length / hyp_count[1])) if hyp_count[1] > 0 else 0.0
-    bleu = math.exp(log_sum / BLEU_N) * bp
+    bleu = bleu_from_counts(match[1:BLEU_N + 1], hyp_count[1:BLEU_N + 1], ref_length)
 
     # NIST: average reference length uses the number of non-empty references per segment
     avg_refs_per_seg = n_nonempty_refs / len(hyps)

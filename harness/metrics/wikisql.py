@@ -112,3 +112,13 @@ def score_wikisql(preds: list[str], examples: list[dict], db_path: str | Path) -
     n = len(examples)
     return {"logical_form_acc": lf / n, "execution_acc": ex / n, "n": n, "parse_failures": parse_failures,
             "exec_failures": exec_failures, "gold_exec_failures": gold_failures}
+
+
+def logical_form_hits(preds: list[str], examples: list[dict]) -> list[bool]:
+    """Per question, whether the predicted query text parses to the gold logical form (the paper's metric); their
+    mean is `logical_form_acc`."""
+    hits = []
+    for text, example in zip(preds, examples):
+        pred = parse_sql_text(text, example["header"])
+        hits.append(pred is not None and bool(logical_form_equal(pred, example["sql"])))
+    return hits

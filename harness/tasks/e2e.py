@@ -162,6 +162,13 @@ def score(task, outputs: list[str], items: list[EvalItem]) -> dict:
     return score_e2e(outputs, [item.references for item in items])
 
 
+def interval(task, outputs: list[str], items: list[EvalItem]) -> dict | None:
+    """The 95 % bootstrap interval of corpus BLEU over the MRs (harness/metrics/e2e.py `bleu_interval`)."""
+    from harness.metrics.e2e import bleu_interval
+
+    return bleu_interval(outputs, [item.references for item in items]) if task.headline == "bleu" else None
+
+
 def check_data(task) -> list[str]:
     """Start-up check, before any model loads: the local CSV of every split is there (hub data is checked when it
     downloads). One message per missing file."""

@@ -234,6 +234,20 @@ def score(task, outputs: list[str], items: list[EvalItem]) -> dict:
     return score_wikisql(outputs, [item.example for item in items], split_paths(task.data_dir, task.eval_split)["db"])
 
 
+def interval(task, outputs: list[str], items: list[EvalItem]) -> dict | None:
+    """The 95 % bootstrap interval of logical-form accuracy over the questions (harness/stats.py)."""
+    import numpy as np
+
+    from harness.metrics.wikisql import logical_form_hits
+    from harness.stats import bootstrap_interval
+
+    if task.headline != "logical_form_acc":
+        return None
+    hits = np.array(logical_form_hits(outputs, [item.example for item in items]), dtype=float)
+    found = bootstrap_interval(lambda idx: float(hits[idx].mean()), len(hits))
+    return {"metric": "logical_form_acc", "value": float(hits.mean()), **found}
+
+
 def references_text(items: list[EvalItem]) -> str:
     """references.txt: the gold query of each question, one per line (`harness-score wikisql` reads predictions so)."""
     return "".join(item.references[0] + "\n" for item in items)
