@@ -83,3 +83,19 @@ def read_failures(path: str | Path) -> list[tuple[str, int]]:
     except OSError:
         return []
     return [(d, int(c)) for c, d in (line.split("\t", 1) for line in lines if "\t" in line)]
+
+
+def clean_stale(folder: Path) -> list[Path]:
+    """Delete the temporary files an interrupted atomic write left (`.<name>.*.tmp`, harness/io.py); returns them."""
+    stale = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def foreign_record(folder: Path, previous: dict, run_id: str) -> HarnessError:
+    """The error for a folder that holds another configuration's record (a fixed hydra.run.dir reused)."""
+    what = " / ".join(str(previous.get(k)) for k in ("task", "method", "model") if previous.get(k))
+    return HarnessError(f"{folder} holds the record of another configuration (run {previous.get('run_id')}: {what}, "
+                        f"{previous.get('status')}), not this one (run {run_id}); overwrite=true replaces it, or set "
+                        "hydra.run.dir to another folder")

@@ -45,15 +45,15 @@ def unflatten(flat: dict, sep: str = ".") -> dict:
     return out
 
 
-# Keys that say how a run is shown, never what it computes: left out of its identity.
-DISPLAY_KEYS = {"method": ("label", "order"), "task": ("label", "report")}
+# Keys that say how a run is shown or watched, never what it computes: left out of its identity.
+DISPLAY_KEYS = {"method": ("label", "order"), "task": ("label", "report"), "tracker": ("system_stats",)}
 
 
 def run_id(config: dict) -> str:
     """A run's identity: the hash of its resolved config, minus where it writes, how it reports progress (the trainer
     keys marked identity=False in harness/train/config.py) and how reports label it."""
     ident = json.loads(json.dumps(config, default=str))
-    for key in ("hydra", "skip_completed", "resume"):
+    for key in ("hydra", "skip_completed", "resume", "rerun", "overwrite"):
         ident.pop(key, None)
     for key in NOT_IDENTITY:
         ident.get("trainer", {}).pop(key, None)
@@ -123,3 +123,28 @@ def new_record(config: dict, output_dir: Path) -> dict:
 
 def read_record(path: Path) -> dict | None:
     return read_json(path)
+
+
+def load_runs(paths, wandb: str | None = None, skip=()):
+    """The pandas entry point: run records → a DataFrame with one row per run, every field flattened
+    (`config.method.r`, `metrics.best.accuracy`, `params.trainable_no_head`, `cost.train_seconds`) plus the report's
+    derived columns (`variant`, `train_samples`, ...). `paths`: run.json files, folders (searched recursively) or
+    globs; `wandb`: also the runs of this W&B project (ENTITY/PROJECT); `skip`: files that are not run records (the
+    report's benchmark JSONs). What could not be read is in `frame.attrs`: `problems` [(path, what is wrong)] and
+    `unmatched` (inputs that matched no file).
+
+        from harness.results import load_runs
+        runs = load_runs(["multirun/glue_table2_cpu"])
+        runs.groupby(["task", "method"])["metrics.best.accuracy"].median()
+    """
+    from harness.report.records import find_run_files, load_records, records_to_frame, wandb_records
+
+    files, unmatched = find_run_files([str(paths)] if isinstance(paths, (str, Path)) else [str(p) for p in paths])
+    skipped = {Path(p) for p in skip}
+    records, problems = load_records([f for f in files if Path(f) not in skipped])
+    if wandb:
+        more, bad = wandb_records(wandb)
+        records, problems = records + more, problems + bad
+    frame = records_to_frame(records)
+    frame.attrs.update(problems=problems, unmatched=unmatched)
+    return frame

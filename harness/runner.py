@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness import flags, outputs, results, tasks, validate
+from harness import faults, flags, outputs, results, tasks, validate
 from harness.io import write_atomic, write_json_atomic
 from harness.models.info import ModelInfo
-from harness.tracking import NullTracker, make_tracker, run_name, run_tags
+from harness.tracking import NullTracker, make_tracker, run_tags
 from harness.train.checkpoint import Checkpoints
 from harness.train.loop import Diverged, TrainResult, fit
 
@@ -44,6 +44,7 @@ class Session:
     tracker: object = field(default_factory=NullTracker)
     lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     holding: bool = False
+    previous: dict | None = None      # the folder's record of this run from an earlier attempt (resuming), if any
 
     @property
     def record_path(self) -> Path:
@@ -59,10 +60,12 @@ def same_run(previous: dict | None, record: dict) -> bool:
 
 
 def skip(previous: dict | None, record: dict, config: dict) -> bool:
-    """`skip_completed` and the folder's run.json is this run's (same run_id), completed."""
+    """The folder's run.json is this run's (same run_id) and completed: a rerun is skipped, with a message, unless
+    `rerun=true` (or `skip_completed=false`) asks for it to train again."""
     done = same_run(previous, record) and previous.get("status") == "completed"
-    if done and config.get("skip_completed"):
-        log.info("skipping run %s: already completed (%s)", record["run_id"], Path(record["output_dir"]) / "run.json")
+    if done and config.get("skip_completed", True) and not config.get("rerun"):
+        log.info("skipping run %s: already completed (%s); rerun=true trains it again", record["run_id"],
+                 Path(record["output_dir"]) / "run.json")
         return True
     return False
 
@@ -89,15 +92,34 @@ def open_run(s: Session) -> tuple[validate.Checked, Checkpoints] | None:
     if skip(previous, s.record, s.config):
         s.holding = False  # its record stays as it is
         return None
+    if previous and not same_run(previous, s.record) and not s.config.get("overwrite"):
+        s.holding = False  # another configuration's record: left as it is
+        raise outputs.foreign_record(s.output_dir, previous, s.record["run_id"])
+    outputs.clean_stale(s.output_dir)
     tcfg = checked.trainer
     checkpoints = Checkpoints(s.output_dir / "checkpoints", s.record["run_id"], tcfg.checkpoint_every,
                               tcfg.keep_checkpoints)
-    if same_run(previous, s.record) and s.config.get("resume", True) and previous.get("status") != "completed":
-        s.record["started_at"], s.record["resumes"] = previous["started_at"], previous.get("resumes", [])
+    if _resumes(s, previous, checkpoints):
+        s.previous = previous
+        if previous:
+            s.record["started_at"], s.record["resumes"] = previous["started_at"], previous.get("resumes", [])
     else:
-        checkpoints.clear()  # another configuration's, a completed run's, or a fresh start was asked for
+        checkpoints.clear()  # a completed run asked to rerun, an overwritten folder, or a fresh start was asked for
     s.write()
     return checked, checkpoints
+
+
+def _resumes(s: Session, previous: dict | None, checkpoints: Checkpoints) -> bool:
+    """Whether this attempt goes on from the folder's checkpoints: the same run, not completed, resume=true; or a
+    run.json that a kill or a full disk left unreadable beside this run's own checkpoints."""
+    if not s.config.get("resume", True):
+        return False
+    if same_run(previous, s.record):
+        return previous.get("status") != "completed"
+    if previous is None and s.record_path.exists() and checkpoints.latest() is not None:
+        log.warning("%s is unreadable; resuming from this run's checkpoints in %s", s.record_path, checkpoints.folder)
+        return True
+    return False
 
 
 def adapt(s: Session, checked: validate.Checked, model) -> tuple[torch.nn.Module, object, ModelInfo]:
@@ -115,7 +137,7 @@ def adapt(s: Session, checked: validate.Checked, model) -> tuple[torch.nn.Module
 
 def start_tracking(s: Session, method_name: str) -> None:
     s.tracker = make_tracker(s.config["tracker"], config=s.record["config"], output_dir=s.output_dir,
-                             name=run_name(s.record["config"]), job_type=method_name, tags=run_tags(s.record["config"]))
+                             run_id=s.record["run_id"], job_type=method_name, tags=run_tags(s.record["config"]))
     s.record["tracking"] = {"wandb_dir": s.tracker.run_dir}
 
 
@@ -141,8 +163,10 @@ def train(s: Session, checked: validate.Checked, checkpoints: Checkpoints, pipel
 def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> None:
     task, method, record = checked.task, checked.method, s.record
     pipeline = tasks.build(task, s.config["model"], checked.trainer)
+    faults.check_same_data((s.previous or {}).get("provenance"), pipeline.provenance)
     record["provenance"] = results.provenance(pipeline.provenance, None)  # versions, for failed runs too
     record["evaluation"] = pipeline.evaluated
+    s.write()  # the data's checksums on disk before any checkpoint: a resume compares them
     torch.manual_seed(s.config["seed"])  # the task head's initialisation draws from torch's RNG
     model, method_cfg, info = adapt(s, checked, pipeline.build_model())
     start_tracking(s, method.name)
@@ -156,6 +180,7 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
         keep_predictions(s, pipeline, result.best_predictions)
     if method.save:
         method.save(model, method_cfg, info, s.output_dir / "adapter")
+        s.tracker.artifact(s.output_dir / "adapter", record)
     record["flags"] = flags.flags(task.headline, record["metrics"]["best"], result.best_stats, result.losses,
                                   result.nonfinite_skipped)
     if record["flags"]:
@@ -197,9 +222,11 @@ def close(s: Session) -> None:
     if record["status"] != "completed":
         s.tracker.summary({"status": record["status"], "error": (record["error"] or {}).get("message")})
     s.tracker.finish(ok=record["status"] == "completed")
-    if s.holding:
-        s.write()
-    s.lock.close()
+    try:
+        if s.holding:
+            faults.write_final(s.record_path, s.record)
+    finally:
+        s.lock.close()
 
 
 def run(cfg: DictConfig, output_dir: str | Path) -> dict:
@@ -212,12 +239,19 @@ def run(cfg: DictConfig, output_dir: str | Path) -> dict:
     if skip(previous, s.record, config):  # before any work
         return {**previous, "skipped": True}
     try:
-        opened = open_run(s)
-        if opened is None:
-            return {**results.read_record(s.record_path), "skipped": True}
-        execute(s, *opened)
+        with faults.sigterm_raises():
+            opened = open_run(s)
+            if opened is None:
+                return {**results.read_record(s.record_path), "skipped": True}
+            execute(s, *opened)
     except Diverged as exc:
         s.record["status"], s.record["error"] = "diverged", results.error_info(exc)
+    except KeyboardInterrupt as exc:  # SIGINT (Ctrl-C) or SIGTERM: resumable from the last checkpoint
+        name = str(exc) or "SIGINT"
+        s.record["status"] = "interrupted"
+        s.record["error"] = {**results.error_info(exc), "message": f"interrupted by {name}; rerun the same command "
+                                                                     "to resume from the last checkpoint"}
+        raise
     except BaseException as exc:
         s.record["status"], s.record["error"] = "failed", results.error_info(exc)
         raise

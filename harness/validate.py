@@ -65,7 +65,7 @@ def check_top_level(config: dict) -> None:
     seed = config.get("seed")
     if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**32:
         raise ConfigError(f"seed must be an integer in [0, 2^32), got {seed!r}")
-    for key in ("skip_completed", "resume"):
+    for key in ("skip_completed", "resume", "rerun", "overwrite"):
         if not isinstance(config.get(key, False), bool):
             raise ConfigError(f"{key} must be true or false, got {config[key]!r}")
 

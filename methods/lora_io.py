@@ -1,5 +1,7 @@
 """LoRA artifacts: the adapter saved by `methods.lora.save_adapter` (safetensors + config) loaded back with an exact
-key-set check; an export to a peft adapter folder (`peft.PeftModel.from_pretrained` loads it); a merged full model for inference."""
+key-set check; an export to a peft adapter folder (`peft.PeftModel.from_pretrained` loads it, and
+`AutoPeftModelFor…` too when it names its base model); a merged full model for inference. `harness-export`
+(harness/export.py) does both from a run's folder."""
 from __future__ import annotations
 
 import json
@@ -31,10 +33,12 @@ def load_adapter(model, info, folder):
     return model, cfg
 
 
-def export_peft(model, cfg: Config, info, folder) -> Path:
+def export_peft(model, cfg: Config, info, folder, base_model: str | None = None, task_type: str | None = None) -> Path:
     """A peft LoRA adapter folder (adapter_config.json + adapter_model.safetensors) with identical outputs. Sliced
     fused projections have no peft equivalent and are refused. A mean-pooled head (`model.pooling=mean`) is not part
-    of a peft folder: call `harness.models.use_mean_pooling` on the base model before loading the adapter onto it."""
+    of a peft folder: call `harness.models.use_mean_pooling` on the base model before loading the adapter onto it.
+    `base_model` (a local folder or hub id) and `task_type` (peft's: SEQ_CLS, CAUSAL_LM) are what
+    `AutoPeftModelForSequenceClassification` / `…ForCausalLM` read to load the base model and pick the class."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state, targets, head = {}, [], set()
@@ -53,7 +57,8 @@ def export_peft(model, cfg: Config, info, folder) -> Path:
         raise ValueError("export to peft supports bias='none' only")
     config = {"peft_type": "LORA", "r": cfg.r, "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout,
               "target_modules": sorted(targets), "bias": "none", "modules_to_save": sorted(head) or None,
-              "init_lora_weights": True, "fan_in_fan_out": False, "task_type": None, "inference_mode": True}
+              "init_lora_weights": True, "fan_in_fan_out": False, "task_type": task_type, "inference_mode": True,
+              "base_model_name_or_path": base_model}
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     save_file(state, str(folder / "adapter_model.safetensors"))
     return folder

@@ -17,8 +17,9 @@ from harness.train.config import TrainerConfig
 from harness.train.loop import Diverged, fit
 from tests.conftest import REPO, compose_cfg
 
-# A train-time crash: 4 positions cannot embed the fixture's sentences (BERT adds position to token embeddings).
-CRASHES_IN_TRAINING = "model.config.max_position_embeddings=4"
+# A train-time crash no start-up check can see: a 1000-word embedding table cannot look up the tokenizer's ids (the
+# fixture's words are above 1000 in MiniLM's vocabulary). (Too few positions is caught at start-up now.)
+CRASHES_IN_TRAINING = "model.config.vocab_size=1000"
 
 
 def _multirun(tmp_path, tiny_overrides, *sweep):
@@ -45,13 +46,13 @@ def test_multirun_with_a_poisoned_config_finishes_the_others(tiny_overrides, tmp
 
 def test_train_time_crash_in_a_joblib_worker_is_recorded_and_reported(tiny_overrides, tmp_path):
     proc = _multirun(tmp_path, tiny_overrides, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                     "model.config.max_position_embeddings=4,128")
+                     "model.config.vocab_size=1000,30522")
     assert proc.returncode == 1, proc.stderr[-3000:]  # the failure happened in a worker process
     assert "1 run(s) did not complete" in proc.stderr
     records = [json.loads(p.read_text()) for p in (tmp_path / "sweep").rglob("run.json")]
-    by_size = {r["config"]["model"]["config"]["max_position_embeddings"]: r for r in records}
-    assert by_size[128]["status"] == "completed"
-    failed = by_size[4]
+    by_size = {r["config"]["model"]["config"]["vocab_size"]: r for r in records}
+    assert by_size[30522]["status"] == "completed"
+    failed = by_size[1000]
     assert failed["status"] == "failed" and failed["error"]["type"] in failed["error"]["traceback"]
     assert failed["params"] is not None and "torch" in failed["provenance"]["packages"]  # it got as far as training
 

@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from harness import outputs
 from harness.train.checkpoint import Checkpoints
+from harness.errors import HarnessError
 from harness.runner import run
 from tests.conftest import compose_cfg, write_glue_fixture
 
@@ -93,7 +94,12 @@ def test_skip_completed_skips_only_the_same_completed_run(tiny_overrides, tmp_pa
     again = run(compose_cfg(*overrides, "skip_completed=true"), tmp_path)
     assert again["skipped"] and again["finished_at"] == first["finished_at"]
     assert json.loads((tmp_path / "run.json").read_text())["finished_at"] == first["finished_at"]
-    other = run(compose_cfg(*overrides, "skip_completed=true", "seed=1"), tmp_path)  # another run_id: it runs
+    # another configuration (another run_id) into the same folder: refused, the record left as it is ...
+    with pytest.raises(HarnessError, match="holds the record of another configuration"):
+        run(compose_cfg(*overrides, "seed=1"), tmp_path)
+    assert json.loads((tmp_path / "run.json").read_text())["run_id"] == first["run_id"]
+    # ... unless overwrite=true replaces it
+    other = run(compose_cfg(*overrides, "seed=1", "overwrite=true"), tmp_path)
     assert not other.get("skipped") and other["run_id"] != first["run_id"] and other["status"] == "completed"
 
 

@@ -9,14 +9,37 @@ batch × sequence grid (the paper's Table 1). Results go under reports/bench/ as
 """
 from __future__ import annotations
 
+import argparse
 import sys
+
+COMMANDS = ("train", "latency")
+
+
+def command_parsers() -> dict[str, argparse.ArgumentParser]:
+    from harness.bench.latency import parser as latency_parser
+    from harness.bench.train import parser as train_parser
+
+    return {"train": train_parser(), "latency": latency_parser()}
+
+
+def help_text() -> str:
+    """`harness-bench --help`: what it does, then each command's own help (every option)."""
+    parts = [f"usage: harness-bench {{{','.join(COMMANDS)}}} [options]   (harness-bench COMMAND --help: one command)",
+             "", __doc__.strip()]
+    for name, parser in command_parsers().items():
+        parts += ["", f"== harness-bench {name} ==", parser.format_help().rstrip()]
+    return "\n".join(parts) + "\n"
 
 
 def main(argv=None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = ("train", "latency")
-    if not argv or argv[0] not in commands:
-        print(f"usage: harness-bench {{{','.join(commands)}}} [options]  (harness-bench <command> --help)", file=sys.stderr)
+    if argv and argv[0] in ("-h", "--help"):
+        print(help_text(), end="")
+        sys.exit(0)
+    if not argv or argv[0] not in COMMANDS:
+        given = f"unknown command {argv[0]!r}" if argv else "no command"
+        print(f"harness-bench: error: {given}; valid choices: {', '.join(COMMANDS)} (harness-bench --help)",
+              file=sys.stderr)
         sys.exit(2)
     if argv[0] == "train":
         from harness.bench.train import main_train

@@ -92,15 +92,17 @@ def _table(rows: list[dict], command: str) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="harness-bench train", description=__doc__.splitlines()[0])
-    p.add_argument("--model", default="minilm")
-    p.add_argument("--methods", default="full_ft,bitfit,lora,lora_peft")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--seq", type=int, default=128)
-    p.add_argument("--steps", type=int, default=20, help="timed steps (≥ 20 recommended)")
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--rounds", type=int, default=1)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--model", default="minilm", help="a harness/conf/model yaml (default: minilm)")
+    p.add_argument("--methods", default="full_ft,bitfit,lora,lora_peft",
+                   help="comma list of method names (default: full_ft,bitfit,lora,lora_peft)")
+    p.add_argument("--batch", type=int, default=32, help="batch size (default: 32)")
+    p.add_argument("--seq", type=int, default=128, help="sequence length, no padding (default: 128)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps (≥ 20 recommended; default: 20)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first (default: 3)")
+    p.add_argument("--rounds", type=int, default=1, help="round-robin rounds; the median over rounds (default: 1)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                   help="auto: CUDA when available (default: auto)")
     p.add_argument("--set", action="append", default=[], help="method override, e.g. --set r=16 (all methods)")
     p.add_argument("--out", default=None, help="JSON path (default reports/bench/train_<model>_b<batch>_s<seq>.json)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)

@@ -23,6 +23,7 @@ import pandas as pd
 
 from harness.report import claims, layouts, plots, scorecard, sections, tables
 from harness.report.facts import tasks_in
+from harness.results import load_runs
 from harness.report.records import (find_run_files, load_records, records_to_frame, variant_of, wandb_records,
                                     wandb_run_to_record)
 from harness.report.render import html_page, to_html, to_latex, to_markdown
@@ -148,18 +149,13 @@ def main(argv=None):
     formats = [f for f in args.formats.split(",") if f]
     if set(formats) - set(FORMATS) or not (args.paths or args.wandb):
         parser.error(f"give PATH... or --wandb; --formats takes {','.join(FORMATS)}")
-    files, unmatched = find_run_files(args.paths)
     latency = layouts.latency_files(args.paths)
-    files = [f for f in files if f not in set(latency)]   # a latency JSON is no run record
     benches = [json.loads(p.read_text(encoding="utf-8")) for p in latency]
-    records, problems = load_records(files)
-    if args.wandb:
-        more, bad = wandb_records(args.wandb)
-        records, problems = records + more, problems + bad
-    if not records and not problems and not latency:
+    runs = load_runs(args.paths, wandb=args.wandb, skip=latency)   # a latency JSON is no run record
+    problems, unmatched = runs.attrs["problems"], runs.attrs["unmatched"]
+    if runs.empty and not problems and not latency:
         print(f"harness-report: no run.json found under {' '.join(args.paths)}", file=sys.stderr)
         return 2
-    runs = records_to_frame(records)
     write_report(runs, problems, unmatched, args.out, formats, benches=benches, latency=latency)
-    print(f"{len(records)} runs, {len(problems)} unreadable; report in {Path(args.out) / 'README.md'}")
+    print(f"{len(runs)} runs, {len(problems)} unreadable; report in {Path(args.out) / 'README.md'}")
     return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 import datasets
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from harness.errors import DataError
 from harness.flags import Evaluation, prediction_stats
@@ -98,29 +99,41 @@ def load_splits(task, tokenizer, tcfg) -> tuple[datasets.Dataset, dict, dict, di
     return train, evals, ids, provenance
 
 
-def evaluator(task, evals: dict, batch_size: int, collate, ids: dict):
+def evaluator(task, evals: dict, batch_size: int, collate, ids: dict, progress: bool = False):
     """model → Evaluation: every eval split scored (the first unprefixed), with the first split's prediction
-    statistics (flags) and per-example rows {id, label, prediction, scores} (`ids`: each row's index in its split)."""
+    statistics (flags), per-example rows {id, label, prediction, scores} (`ids`: each row's index in its split) and
+    its loss (`.loss`: cross-entropy, or mean squared error for regression, as the model's own loss)."""
     regression = task.labels is None
 
     def evaluate(model) -> Evaluation:
         device = next(model.parameters()).device
-        out, stats, rows = {}, {}, None
+        out, stats, rows, loss = {}, {}, None, None
         for i, (split, ds) in enumerate(evals.items()):
             logits, labels = [], []
-            for batch in torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate):
+            batches = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate)
+            for batch in tqdm(batches, desc=f"eval {split}", leave=False, disable=not progress, dynamic_ncols=True):
                 labels.append(batch.pop("labels"))
                 logits.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
-            logits, labels = torch.cat(logits), torch.cat(labels).numpy()
+            logits, labels = torch.cat(logits), torch.cat(labels)
             preds = (logits.squeeze(-1) if regression else logits.argmax(-1)).numpy()
-            scores = glue_metrics.compute(task.metrics, preds, labels)
+            scores = glue_metrics.compute(task.metrics, preds, labels.numpy())
             out.update({(k if i == 0 else f"{split}/{k}"): v for k, v in scores.items()})
             if i == 0:  # the split that holds the headline metric
-                stats = prediction_stats(preds, labels, regression)
-                rows = prediction_rows(ids[split], labels, preds, logits)
-        return Evaluation(out, stats, rows)
+                stats = prediction_stats(preds, labels.numpy(), regression)
+                rows = prediction_rows(ids[split], labels.numpy(), preds, logits)
+                loss = eval_loss(logits, labels, regression)
+        evaluation = Evaluation(out, stats, rows)
+        evaluation.loss = loss
+        return evaluation
 
     return evaluate
+
+
+def eval_loss(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> float:
+    """The loss the model trains on, over the split: mean squared error (regression) or cross-entropy."""
+    if regression:
+        return float(torch.nn.functional.mse_loss(logits.squeeze(-1), labels.float()))
+    return float(torch.nn.functional.cross_entropy(logits, labels.long()))
 
 
 def prediction_rows(ids, labels, preds, logits) -> list[dict]:
@@ -160,7 +173,7 @@ def build(task, model_cfg: dict, tcfg) -> Pipeline:
         train=train,
         collate=collate,
         build_model=lambda: load_classifier(model_cfg, num_labels(task), tcfg.cache_dir),
-        evaluate=evaluator(task, evals, tcfg.eval_batch_size, collate, ids),
+        evaluate=evaluator(task, evals, tcfg.eval_batch_size, collate, ids, tcfg.progress),
         interval=lambda rows: headline_interval(task, rows),
         provenance=provenance,
         tokenizer=tokenizer,

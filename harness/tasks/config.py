@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 import string
 from dataclasses import dataclass, field
 
 from harness.errors import ConfigError, unknown_choice
 
+log = logging.getLogger("harness")
 KINDS = ("classification", "generation")
 BUILTIN_DATASETS = ("glue", "e2e", "wikisql")
 
@@ -62,7 +64,7 @@ class TaskConfig:
     data_dir: str | None = None        # local data root (HARNESS_DATA_DIR); unset: the dataset's hub copy
     labels: list | None = None         # classification: label strings in id order; null: regression (STS-B)
     prompt: str | None = None          # generation: a template over the dataset's prompt fields ("{mr} ||")
-    max_eval_examples: int | None = None   # evaluate the first N items (else trainer.max_eval_samples)
+    max_eval_examples: int | None = None   # deprecated: trainer.max_eval_samples, the one name for every task kind
     label_smoothing: float = 0.0       # generation: on the target tokens (paper, E2E: 0.1)
     eval_every_epoch: bool = False     # generation: decode every epoch (else once, after training)
     samples: int = 20                  # generation: rows of the W&B table of generations
@@ -87,11 +89,23 @@ class TaskConfig:
             raise ConfigError(f"task.splits.eval must name one split for a generation task, got {self.splits['eval']}")
         if self.max_eval_examples is not None and not _int(self.max_eval_examples, 1):
             raise ConfigError(f"task.max_eval_examples must be a positive integer or null, got {self.max_eval_examples!r}")
+        if self.max_eval_examples is not None:
+            log.warning("task.max_eval_examples is deprecated: use trainer.max_eval_samples=%d (the evaluation size "
+                        "of every task kind)", self.max_eval_examples)
         if not 0 <= self.label_smoothing < 1:
             raise ConfigError(f"task.label_smoothing must be in [0, 1), got {self.label_smoothing}")
         if not self.prompt:
             raise ConfigError("task.prompt is missing: a generation task needs a prompt template (\"{question} SQL:\")")
         self.generation = GenerationConfig(**(self.generation or {}))
+
+    def eval_limit(self, max_eval_samples: int | None) -> int | None:
+        """How many evaluation items to score: `trainer.max_eval_samples`, or the deprecated `task.max_eval_examples`
+        when only it is set (both set and different: an error naming both)."""
+        old = self.max_eval_examples
+        if old is not None and max_eval_samples is not None and old != max_eval_samples:
+            raise ConfigError(f"trainer.max_eval_samples={max_eval_samples} and the deprecated task.max_eval_examples="
+                              f"{old} disagree; set trainer.max_eval_samples only")
+        return max_eval_samples if old is None else old
 
     @property
     def eval_split(self) -> str:

@@ -44,6 +44,7 @@ class EvalSet:
     prompts: list[str]
     score: Callable[[list[str]], dict]          # generations (one per item) → metrics
     references_text: str
+    interval: Callable[[list[str]], dict | None] | None = None   # generations → the headline's bootstrap interval
 
 
 def default_items(task, examples: list[dict]) -> list[EvalItem]:
@@ -55,20 +56,17 @@ def default_references_text(items: list[EvalItem]) -> str:
     return "\n".join("\n".join(item.references) + "\n" for item in items)
 
 
-def eval_limit(task, tcfg) -> int | None:
-    """The first `task.max_eval_examples` items (MRs / questions) in file order (else `trainer.max_eval_samples`)."""
-    return tcfg.max_eval_samples if task.max_eval_examples is None else task.max_eval_examples
-
-
 def load_data(task, tcfg) -> tuple[list[tuple[str, str]], EvalSet, dict]:
     """(training pairs, the evaluation set, provenance) from the dataset module."""
     module = dataset_module(task.dataset)
     train, train_source = module.read(task, task.splits["train"])
     dev, dev_source = module.read(task, task.eval_split)
-    items = getattr(module, "eval_items", default_items)(task, dev)[:eval_limit(task, tcfg)]
+    # the first trainer.max_eval_samples items (MRs / questions) in file order
+    items = getattr(module, "eval_items", default_items)(task, dev)[:task.eval_limit(tcfg.max_eval_samples)]
     evalset = EvalSet(items, [task.render_prompt(item.fields) for item in items],
                       lambda outputs: module.score(task, outputs, items),
-                      getattr(module, "references_text", default_references_text)(items))
+                      getattr(module, "references_text", default_references_text)(items),
+                      (lambda outputs: module.interval(task, outputs, items)) if hasattr(module, "interval") else None)
     pairs = [(task.render_prompt(ex), ex["target"]) for ex in train]
     provenance = {task.splits["train"]: train_source, task.eval_split: dev_source, "eval_items": len(items)}
     return pairs, evalset, provenance
@@ -120,6 +118,9 @@ def after_run_fn(decoder: Decoder, decode_at_end: bool, samples: int) -> Callabl
         (Path(output_dir) / "references.txt").write_text(data.references_text, encoding="utf-8")
         rows = [[item.input, g, item.references[0]] for item, g in zip(data.items, decoder.generations)][:samples]
         tracker.table("eval/generations", ["input", "generation", "reference"], rows)
+        found = data.interval(decoder.generations) if data.interval else None
+        if found:
+            metrics["interval"] = found
 
     return after_run
 

@@ -86,7 +86,7 @@ def field_problem(value, spec: dict) -> str | None:
     if not wrong_type and numeric and not math.isfinite(value):
         return f" must be a finite number {_describe(spec)}, got {value!r}"
     if wrong_type or not _in_range(value, spec):
-        return f" must be {_describe(spec)}, got {value!r}"
+        return f" must be {_describe(spec, wrong_type)}, got {value!r}"
     return None
 
 
@@ -95,7 +95,7 @@ def _in_range(value, spec: dict) -> bool:
             and (spec["below"] is None or value < spec["below"]))
 
 
-def _describe(spec: dict) -> str:
+def _describe(spec: dict, wrong_type: bool = False) -> str:
     """`> 0`, `an integer ≥ 0`, `in [0, 1)`, `true or false` … as the error message says it."""
     kind, low, above, below = spec["kind"], spec["low"], spec["above"], spec["below"]
     if kind is bool:
@@ -105,7 +105,7 @@ def _describe(spec: dict) -> str:
     if low is not None and below is not None:
         text = f"in [{low:g}, {below:g})" if kind is float else f"an integer in [{low}, {below})"
     elif above is not None:
-        text = f"> {above:g}" + (" (an integer)" if kind is int else "")
+        text = ("an integer " if kind is int and wrong_type else "") + f"> {above:g}"
     elif low is not None:
         text = f"an integer ≥ {low}" if kind is int else f"≥ {low:g}"
     else:

@@ -5,7 +5,12 @@ every epoch and selection of the best epoch on the task's headline metric (the p
 Crash-safe: with a `Checkpoints` folder, training state is saved every `checkpoint_every` optimiser steps and at each
 epoch end, and a later call resumes from the newest checkpoint, on CPU to the same final numbers as a run that was never
 interrupted (the rest of an interrupted epoch replays the same batches in the same order: harness/train/checkpoint.py).
-A non-finite loss or gradient skips its batch up to `nonfinite_retries` times, then ends the run as diverged."""
+A non-finite loss or gradient skips its batch up to `nonfinite_retries` times, then ends the run as diverged.
+
+Console and log: the progress bar shows the training rate without evaluation time (its clock pauses while evaluating);
+each evaluation writes one line (training loss, eval metrics, eval loss where the evaluator gives one, seconds spent
+training since the last evaluation and evaluating) to the `harness.train.loop` logger, so Hydra's `run.log` has it
+too, printed above the bar."""
 from __future__ import annotations
 
 import logging
@@ -19,6 +24,7 @@ from typing import Callable
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from harness.errors import ConfigError
 from harness.train.checkpoint import Checkpoints, ResumableShuffle, trainable_state
@@ -73,6 +79,7 @@ class Setup:
     steps_per_epoch: int
     total_steps: int
     epochs: int
+    trained_at_eval: float = 0.0   # training seconds (the clock's) at the last evaluation: the epoch line's time
 
     def parts(self) -> dict:
         """What a checkpoint holds besides the training state: the unwrapped model, the optimizer, the scheduler."""
@@ -133,24 +140,39 @@ def skip_nonfinite(state: TrainingState, what: str, retries: int) -> None:
 
 
 def evaluate_now(s: Setup, state: TrainingState, evaluate: Callable, headline: str, tracker, epoch: float) -> str:
-    """Evaluate, record the row, keep the best (higher is better for every metric we select on); returns the line
-    the progress bar prints."""
+    """Evaluate, record the row, keep the best (higher is better for every metric we select on); returns the
+    evaluation's line (`report` writes it)."""
     since = time.perf_counter()
     s.model.eval()
     with torch.no_grad():
         metrics = evaluate(s.accelerator.unwrap_model(s.model))
     s.model.train()
     state.clock.add("eval_seconds", since)
+    seconds = {"train": state.clock.train_seconds() - s.trained_at_eval, "eval": time.perf_counter() - since}
+    s.trained_at_eval += seconds["train"]
     result, counters = state.result, state.counters
-    result.per_epoch.append({"epoch": epoch, "step": state.step,
-                             "train_loss": counters.epoch_loss / max(counters.epoch_n, 1), **metrics})
-    tracker.log({f"eval/{k}": v for k, v in metrics.items()} | {"epoch": epoch}, step=state.step)
+    row = {"epoch": epoch, "step": state.step, "train_loss": counters.epoch_loss / max(counters.epoch_n, 1), **metrics}
+    result.per_epoch.append(row)
+    # an evaluator may give its loss beside the metrics (classification): logged and printed, not a metric of the run
+    shown = {**metrics, **({"loss": metrics.loss} if getattr(metrics, "loss", None) is not None else {})}
+    tracker.log({f"eval/{k}": v for k, v in shown.items()} | {"epoch": epoch}, step=state.step)
     if result.best_epoch is None or metrics[headline] > result.best[headline]:
         result.best, result.best_epoch = dict(metrics), epoch
         result.best_stats = dict(getattr(metrics, "stats", {}))
         result.best_predictions = getattr(metrics, "predictions", None)
         result.best_state = trainable_state(s.accelerator.unwrap_model(s.model))
-    return f"epoch {epoch:g} step {state.step}: " + " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
+    return (f"epoch {epoch:g} step {state.step}: train_loss={row['train_loss']:.4f} | eval "
+            + " ".join(f"{k}={v:.4f}" for k, v in shown.items() if isinstance(v, (int, float)))
+            + f" | {seconds['train']:.1f}s training, {seconds['eval']:.1f}s evaluating")
+
+
+def report(bar, line: str) -> None:
+    """An evaluation's line to the log (run.log under Hydra; printed above the bar while `logging_redirect_tqdm`
+    holds), or above the bar when nothing would show it; the bar's clock then skips the evaluation's time."""
+    log.info(line)
+    if not (log.isEnabledFor(logging.INFO) and log.hasHandlers()):
+        bar.write(line)
+    bar.unpause()
 
 
 def resume(s: Setup, tcfg: TrainerConfig, checkpoints: Checkpoints | None, on_progress: Callable) -> TrainingState:
@@ -186,6 +208,41 @@ def cost(s: Setup, state: TrainingState, step_times: list[float]) -> dict:
             "steps": state.step, "device": str(s.accelerator.device), "precision": s.accelerator.mixed_precision}
 
 
+def train_epoch(s: Setup, state: TrainingState, tcfg: TrainerConfig, bar, tracker, step_times: list[float],
+                evaluate_at: Callable, checkpoints: Checkpoints | None, on_progress: Callable) -> None:
+    """The batches of epoch `state.epoch` (the rest of it, after a resume): steps, step-interval evaluations and
+    checkpoints; stops at the last step of the run."""
+    epoch_generator = s.generator.get_state()  # this epoch's order is drawn from here: a checkpoint replays it
+    t_step = time.perf_counter()
+    for batch in s.loader:
+        state.batch += 1
+        loss, ok, what = train_step(s, batch, tcfg.max_grad_norm)
+        if ok:
+            tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            state.counters.add(loss, tokens)
+            state.result.losses.append(loss)
+        else:
+            skip_nonfinite(state, what, tcfg.nonfinite_retries)
+        if not s.accelerator.sync_gradients:
+            continue
+        s.scheduler.step()
+        state.step += 1
+        if s.accelerator.device.type == "cuda":
+            torch.cuda.synchronize(s.accelerator.device)
+        step_times.append(time.perf_counter() - t_step)
+        log_step(s, state, tcfg, tracker, bar, loss)
+        if state.step >= s.total_steps:
+            break
+        evaluated = bool(tcfg.eval_every_steps and state.step % tcfg.eval_every_steps == 0)
+        if evaluated:
+            evaluate_at(round(state.step / s.steps_per_epoch, 3))
+        if checkpoints and checkpoints.due(state.step):  # after any evaluation at this step: it draws from RNG
+            state.save(checkpoints, s.parts(), state.epoch, state.batch, epoch_generator)
+        if evaluated:
+            on_progress(state.result)
+        t_step = time.perf_counter()
+
+
 def fit(model, train_ds, tcfg: TrainerConfig, *, collate: Callable, evaluate: Callable, headline: str,
         tracker, seed: int, loss_fn: Callable | None = None, accelerator=None, checkpoints: Checkpoints | None = None,
         on_progress: Callable | None = None) -> TrainResult:
@@ -196,53 +253,30 @@ def fit(model, train_ds, tcfg: TrainerConfig, *, collate: Callable, evaluate: Ca
     on_progress = on_progress or (lambda result: None)
     s = prepare(model, train_ds, tcfg, collate, seed, loss_fn, accelerator)
     state = resume(s, tcfg, checkpoints, on_progress)
+    s.trained_at_eval = state.clock.train_seconds()
     bar = tqdm(total=s.total_steps, initial=state.step, desc="train", disable=not tcfg.progress, dynamic_ncols=True,
                mininterval=1.0)
     step_times: list[float] = []
-    if s.total_steps == 0 and not state.result.per_epoch:  # trainer.epochs=0: the untrained (zero-shot) baseline
-        bar.write(evaluate_now(s, state, evaluate, headline, tracker, 0))
-        on_progress(state.result)
-    s.model.train()
-    for state.epoch in range(state.epoch, s.epochs + 1):
-        if state.step >= s.total_steps:
-            break
-        epoch_generator = s.generator.get_state()  # this epoch's order is drawn from here: a checkpoint replays it
-        t_step = time.perf_counter()
-        for batch in s.loader:
-            state.batch += 1
-            loss, ok, what = train_step(s, batch, tcfg.max_grad_norm)
-            if ok:
-                tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-                state.counters.add(loss, tokens)
-                state.result.losses.append(loss)
-            else:
-                skip_nonfinite(state, what, tcfg.nonfinite_retries)
-            if not s.accelerator.sync_gradients:
-                continue
-            s.scheduler.step()
-            state.step += 1
-            if s.accelerator.device.type == "cuda":
-                torch.cuda.synchronize(s.accelerator.device)
-            step_times.append(time.perf_counter() - t_step)
-            log_step(s, state, tcfg, tracker, bar, loss)
+
+    def evaluate_at(epoch: float) -> None:
+        report(bar, evaluate_now(s, state, evaluate, headline, tracker, epoch))
+
+    with logging_redirect_tqdm():
+        if s.total_steps == 0 and not state.result.per_epoch:  # trainer.epochs=0: the untrained (zero-shot) baseline
+            evaluate_at(0)
+            on_progress(state.result)
+        s.model.train()
+        for state.epoch in range(state.epoch, s.epochs + 1):
             if state.step >= s.total_steps:
                 break
-            evaluated = bool(tcfg.eval_every_steps and state.step % tcfg.eval_every_steps == 0)
-            if evaluated:
-                bar.write(evaluate_now(s, state, evaluate, headline, tracker, round(state.step / s.steps_per_epoch, 3)))
-            if checkpoints and checkpoints.due(state.step):  # after any evaluation at this step: it draws from RNG
-                state.save(checkpoints, s.parts(), state.epoch, state.batch, epoch_generator)
-            if evaluated:
-                on_progress(state.result)
-            t_step = time.perf_counter()
-        whole = state.step % s.steps_per_epoch == 0 or state.step < s.total_steps
-        bar.write(evaluate_now(s, state, evaluate, headline, tracker,
-                               state.epoch if whole else round(state.step / s.steps_per_epoch, 3)))
-        state.batch = 0
-        state.counters.new_epoch()
-        if checkpoints:
-            state.save(checkpoints, s.parts(), state.epoch + 1, 0, s.generator.get_state())
-        on_progress(state.result)
+            train_epoch(s, state, tcfg, bar, tracker, step_times, evaluate_at, checkpoints, on_progress)
+            whole = state.step % s.steps_per_epoch == 0 or state.step < s.total_steps
+            evaluate_at(state.epoch if whole else round(state.step / s.steps_per_epoch, 3))
+            state.batch = 0
+            state.counters.new_epoch()
+            if checkpoints:
+                state.save(checkpoints, s.parts(), state.epoch + 1, 0, s.generator.get_state())
+            on_progress(state.result)
     bar.close()
     state.result.steps, state.result.cost = state.step, cost(s, state, step_times)
     return state.result
