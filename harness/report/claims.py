@@ -117,6 +117,8 @@ def _label(runs: pd.DataFrame) -> str:
 def evaluate_runs(claim: dict, done: pd.DataFrame) -> list[dict]:
     """One row per (model, task, training size) and pair of configurations both sides ran; [] when none."""
     rows = []
+    if done.empty:
+        return rows
     groups = done if not claim.get("tasks") else done[done["task"].isin(claim["tasks"])]
     for key, group in groups.groupby(GROUP, sort=True):
         where = dict(zip(GROUP, key))
