@@ -21,7 +21,8 @@ import hydra
 from omegaconf import DictConfig
 
 from harness import catalog, outputs
-from harness.errors import HarnessError, unknown_choice
+from harness.cli_checks import command_line_problem
+from harness.errors import HarnessError
 from harness.runner import run
 
 log = logging.getLogger("harness")
@@ -52,25 +53,6 @@ def print_summary(record: dict) -> None:
 
 
 CONF_DIR = str(catalog.CONF_DIR)
-GROUPS = ("model", "task", "method", "trainer", "tracker", "experiment", "sweep")   # chosen as group=choice
-OTHER_CONFIG = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")  # choices we cannot list
-
-
-def unknown_group_choice(argv: list[str]) -> str | None:
-    """The first `group=choice` on the command line whose choice does not exist (`task=sst2`), as one error line that
-    suggests the closest choices (`glue/sst2`) and lists all of them, nested ones included (Hydra's own message
-    lists only the top folder's); None when every choice exists or the command adds config folders of its own."""
-    if any(arg.startswith(OTHER_CONFIG) for arg in argv):
-        return None
-    for arg in argv:
-        key, is_set, value = arg.lstrip("+").partition("=")
-        if not is_set or key not in GROUPS or "(" in value:  # sweep functions: choice(...), range(...)
-            continue
-        choices = catalog.task_choices() if key == "task" else catalog.choices(key)
-        for choice in value.split(","):
-            if choice not in choices and choice != "null":
-                return f"Could not find '{key}/{choice}': {unknown_choice(key, choice, choices)}"
-    return None
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
@@ -108,9 +90,9 @@ def _failed(output_dir: Path, code: int, *lines: str) -> None:
 
 def main() -> None:
     """Logging is Hydra's alone (console, and `run.log` in the run's folder): configured once."""
-    unknown = unknown_group_choice(sys.argv[1:])
-    if unknown:
-        print(f"error: {unknown}", file=sys.stderr)
+    problem = command_line_problem(sys.argv[1:])
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         sys.exit(2)
     with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp:
         # Launcher workers (joblib, submitit_local) are other processes: they report failures through this file.

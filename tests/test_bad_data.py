@@ -101,8 +101,21 @@ def _cli(*args):
     (["harness.bench", "latency", "--model", "nope"], "--model 'nope': no harness/conf/model/nope.yaml"),
     (["harness.bench", "latency", "--model", "tiny-bert", "--grid", "0x5"], "--grid: batch and seq must be > 0"),
     (["harness.bench", "frobnicate"], "harness-bench"),
+    (["harness.run", "trainer.epoch=2"], "trainer.epoch is not a setting. Did you mean trainer.epochs?"),
+    (["harness.run", "method=lora", "method.rank=4"], "method.rank is not a setting. Valid keys under method:"),
+    (["harness.run", "hydra.run.dir=FILE/out"], "hydra.run.dir=FILE/out: FILE is not a writable folder"),
+    (["harness.run", "task=sst2"], "Did you mean glue/sst2?"),
 ])
 def test_bad_command_lines_exit_2_with_one_line(args, expected, tmp_path):
-    proc = _cli(*[a.replace("OUT", str(tmp_path / "out")) for a in args])
+    (tmp_path / "a_file").write_text("")
+    places = {"OUT": str(tmp_path / "out"), "FILE": str(tmp_path / "a_file")}
+
+    def place(text):
+        for key, value in places.items():
+            text = text.replace(key, value)
+        return text
+
+    proc = _cli(*map(place, args))
     assert proc.returncode == 2, proc.stderr[-1000:]
-    assert expected in proc.stderr and "Traceback" not in proc.stderr
+    assert place(expected) in proc.stderr and "Traceback" not in proc.stderr
+    assert len([line for line in proc.stderr.splitlines() if line.startswith("error")]) <= 1
