@@ -93,9 +93,19 @@ def clean_stale(folder: Path) -> list[Path]:
     return stale
 
 
-def foreign_record(folder: Path, previous: dict, run_id: str) -> HarnessError:
-    """The error for a folder that holds another configuration's record (a fixed hydra.run.dir reused)."""
+def foreign_record(folder: Path, previous: dict, record: dict) -> HarnessError:
+    """The error for a folder that holds another configuration's record (a fixed hydra.run.dir reused), naming the
+    settings that differ."""
     what = " / ".join(str(previous.get(k)) for k in ("task", "method", "model") if previous.get(k))
     return HarnessError(f"{folder} holds the record of another configuration (run {previous.get('run_id')}: {what}, "
-                        f"{previous.get('status')}), not this one (run {run_id}); overwrite=true replaces it, or set "
-                        "hydra.run.dir to another folder")
+                        f"{previous.get('status')}), not this one (run {record['run_id']}; differing: "
+                        f"{differing(previous.get('config') or {}, record['config'])}); overwrite=true replaces it, or "
+                        "set hydra.run.dir to another folder")
+
+
+def differing(before: dict, now: dict, most: int = 5) -> str:
+    """`key: old → new` for the settings (flattened) that differ between two configs, the first `most` of them."""
+    old, new = results.flatten(before), results.flatten(now)
+    keys = sorted(k for k in set(old) | set(new) if not k.startswith("hydra") and old.get(k) != new.get(k))
+    shown = [f"{k}: {old.get(k)!r} → {new.get(k)!r}" for k in keys[:most]]
+    return ", ".join(shown) + (f" and {len(keys) - most} more" if len(keys) > most else "") if keys else "nothing"

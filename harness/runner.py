@@ -94,7 +94,7 @@ def open_run(s: Session) -> tuple[validate.Checked, Checkpoints] | None:
         return None
     if previous and not same_run(previous, s.record) and not s.config.get("overwrite"):
         s.holding = False  # another configuration's record: left as it is
-        raise outputs.foreign_record(s.output_dir, previous, s.record["run_id"])
+        raise outputs.foreign_record(s.output_dir, previous, s.record)
     outputs.clean_stale(s.output_dir)
     tcfg = checked.trainer
     checkpoints = Checkpoints(s.output_dir / "checkpoints", s.record["run_id"], tcfg.checkpoint_every,

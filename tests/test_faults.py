@@ -131,3 +131,19 @@ def test_a_rerun_of_a_completed_command_is_skipped_unless_asked(tiny_overrides, 
     assert again["skipped"] and again["finished_at"] == first["finished_at"]
     fresh = run(compose_cfg(*tiny_overrides, "trainer.epochs=1", "rerun=true"), tmp_path)
     assert not fresh.get("skipped") and fresh["status"] == "completed" and fresh["started_at"] >= first["finished_at"]
+
+
+def test_another_configuration_into_a_fixed_run_folder_is_refused(tmp_path):
+    """Two commands with one hydra.run.dir: the second, another configuration, is refused and names what differs."""
+    data = write_glue_fixture(tmp_path / "data")
+    args = ["model=tiny-bert", "tracker=none", "trainer.progress=false", "trainer.epochs=1", f"task.data_dir={data}",
+            f"trainer.cache_dir={tmp_path / 'cache'}", f"hydra.run.dir={tmp_path / 'fixed'}"]
+    first = _cli(args, tmp_path)
+    assert first.wait(timeout=600) == 0
+    second = _cli([*args, "seed=1"], tmp_path)
+    output = second.communicate(timeout=600)[0]
+    assert second.returncode == 2, output[-2000:]
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "holds the record of another configuration" in errors[0]
+    assert "seed: 0 → 1" in errors[0] and "overwrite=true" in errors[0]
+    assert json.loads((tmp_path / "fixed" / "run.json").read_text())["status"] == "completed"  # left as it was
