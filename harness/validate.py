@@ -133,6 +133,15 @@ def check_lengths(trainer: TrainerConfig, net, model: dict) -> None:
                           f"valid: fewer than {limit}")
 
 
+def check_trains_something(net, info: ModelInfo, method_name: str) -> None:
+    """A method that leaves nothing to train outside the task head trains the head alone (or nothing, and fails at
+    the first backward): refused, with why (BitFit on a model without bias terms, as Llama)."""
+    if not info.count_params(net)["trainable_no_head"]:
+        why = " (it has no bias terms)" if method_name == "bitfit" else ""
+        raise ConfigError(f"method {method_name} trains no parameter of model {info.name} outside the task head{why}; "
+                          "choose another method for this model")
+
+
 def check_method_on_model(method, method_cfg, task: TaskConfig, model: dict, trainer: TrainerConfig) -> None:
     """Apply the method to a weightless skeleton of the model the task builds (budget fitted first, as the run will),
     and check the lengths against the model's positions."""
@@ -144,8 +153,9 @@ def check_method_on_model(method, method_cfg, task: TaskConfig, model: dict, tra
             return
         info = ModelInfo.from_cfg(model, net.config)
         with torch.device("meta"):
-            method.apply(net, method.sized(method_cfg, info, net), info)
+            net = method.apply(net, method.sized(method_cfg, info, net), info)
         check_lengths(trainer, net, model)
+        check_trains_something(net, info, method.name)
     except HarnessError:
         raise
     except Exception as exc:  # not a config problem the skeleton can prove; the real apply will tell

@@ -56,14 +56,14 @@ class Config:
         self.layers = None if self.layers is None else [int(i) for i in self.layers]
 
 
-def _is_conv1d(module) -> bool:
+def is_conv1d(module) -> bool:
     return type(module).__name__ == "Conv1D" and hasattr(module, "nf")  # transformers.pytorch_utils.Conv1D
 
 
 def _shape(module) -> tuple[int, int]:
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
-    if _is_conv1d(module):
+    if is_conv1d(module):
         return module.weight.shape[0], module.weight.shape[1]
     raise TypeError(f"LoRA wraps nn.Linear or Conv1D, not {type(module).__name__}")
 
@@ -141,7 +141,7 @@ class LoraLayer(nn.Module):
         updates = self.delta_weight()
         if not all(torch.isfinite(delta).all() for _, _, delta in updates):
             raise ValueError("LoRA update has non-finite values; refusing to merge it into the base weight")
-        conv = _is_conv1d(self.base_layer)
+        conv = is_conv1d(self.base_layer)
         self._saved = []
         for start, size, delta in updates:
             view = self._weight_slice(start, size)
@@ -161,7 +161,7 @@ class LoraLayer(nn.Module):
     def _weight_slice(self, start: int, size: int) -> torch.Tensor:
         """The base weight's rows start:start+size of the output (columns for Conv1D's transposed layout), a view."""
         weight = self.base_layer.weight
-        return weight[:, start:start + size] if _is_conv1d(self.base_layer) else weight[start:start + size]
+        return weight[:, start:start + size] if is_conv1d(self.base_layer) else weight[start:start + size]
 
     def extra_repr(self) -> str:
         return f"r={self.r}, alpha={self.alpha}, slices={self.slices}, merged={self.merged}"

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from harness.train.checkpoint import trainable_state
-from methods.lora import Config, LoraLayer, inject, lora_layers, unwrap_merged
+from methods.lora import Config, LoraLayer, is_conv1d, inject, lora_layers, unwrap_merged
 
 
 def load_adapter(model, info, folder):
@@ -41,9 +41,10 @@ def export_peft(model, cfg: Config, info, folder, base_model: str | None = None,
     `AutoPeftModelForSequenceClassification` / `…ForCausalLM` read to load the base model and pick the class."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state, targets, head = {}, [], set()
+    state, targets, head, conv1d = {}, [], set(), False
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer):
+            conv1d |= is_conv1d(module.base_layer)   # GPT-2's Conv1D stores its weight in×out: peft's fan_in_fan_out
             if module.slices != [(0, module.out_features)]:
                 raise ValueError(f"{name}: a sliced fused projection cannot be expressed as a peft LoRA adapter")
             targets.append(name)
@@ -57,7 +58,7 @@ def export_peft(model, cfg: Config, info, folder, base_model: str | None = None,
         raise ValueError("export to peft supports bias='none' only")
     config = {"peft_type": "LORA", "r": cfg.r, "lora_alpha": cfg.alpha, "lora_dropout": cfg.dropout,
               "target_modules": sorted(targets), "bias": "none", "modules_to_save": sorted(head) or None,
-              "init_lora_weights": True, "fan_in_fan_out": False, "task_type": task_type, "inference_mode": True,
+              "init_lora_weights": True, "fan_in_fan_out": conv1d, "task_type": task_type, "inference_mode": True,
               "base_model_name_or_path": base_model}
     (folder / "adapter_config.json").write_text(json.dumps(config, indent=2) + "\n")
     save_file(state, str(folder / "adapter_model.safetensors"))

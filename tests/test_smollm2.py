@@ -42,7 +42,8 @@ def test_weight_types_and_modules_name_the_right_modules(yaml_name, tiny_name):
         found = info.find(model, [site], types=None)
         assert len(found) == 2 * (2 if site == "norms" else 1), (site, found)
     assert {info.layer_of(n) for n in info.find(model, ["mlp"], types=None)} == {0, 1}
-    assert info.head == []  # the LM head is tied to the embeddings: nothing new to train
+    # the LM head is tied to the embeddings: nothing new to train; `score` is the head of a sequence classifier only
+    assert info.head == ["score"] and not any(info.is_head(n) for n, _ in model.named_parameters())
 
 
 def test_sha256_is_cached_by_path_size_and_mtime(tmp_path):
