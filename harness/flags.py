@@ -8,6 +8,14 @@
                            start (mean of the first 10%)
     nonfinite_batches_skipped   some batches had a non-finite loss or gradient and were skipped (trainer.nonfinite_retries)
 
+and for generation tasks, from the generations behind the reported metrics (`generation_stats`):
+
+    empty_outputs          at least a fifth of the generations are empty
+    degenerate_repetition  at least a fifth repeat themselves (a word 4 times running, or a 2- or 3-word phrase 3 times:
+                           "richer richer richer …")
+    near_zero_headline     the headline score is at most 0.05 (BLEU 5, 5 % logical-form accuracy): where an untrained
+                           model is (SmolLM2 untrained on E2E: BLEU 0.5, reports/e2e_smollm2)
+
 An evaluator reports what the flags need about its predictions by returning an `Evaluation`: a plain {metric: value}
 dict (so the training loop and logging treat it as any other) with a `stats` attribute for the headline split.
 """
@@ -62,6 +70,38 @@ def loss_ends(losses: list[float]) -> tuple[float, float] | None:
     return statistics.fmean(losses[:k]), statistics.fmean(losses[-k:])
 
 
+SHARE = 0.2          # the share of generations that is empty or repetitive for a flag
+NEAR_ZERO = 0.05
+
+
+def _repetitive(text: str) -> bool:
+    words = text.split()
+    for n, times in ((1, 4), (2, 3), (3, 3)):
+        for i in range(len(words) - n * times + 1):
+            if all(words[i + k * n:i + (k + 1) * n] == words[i:i + n] for k in range(times)):
+                return True
+    return False
+
+
+def generation_stats(outputs: list[str]) -> dict:
+    """What the generation flags need: how many outputs, distinct, empty and repetitive."""
+    n = len(outputs)
+    return {"n": n, "distinct_predictions": len(set(outputs)),
+            "empty_share": sum(not o.strip() for o in outputs) / max(n, 1),
+            "repetitive_share": sum(_repetitive(o) for o in outputs) / max(n, 1)}
+
+
+def _generation_flags(value, stats: dict) -> list[str]:
+    out = []
+    if stats["empty_share"] >= SHARE:
+        out.append("empty_outputs")
+    if stats["repetitive_share"] >= SHARE:
+        out.append("degenerate_repetition")
+    if value is not None and math.isfinite(value) and value <= NEAR_ZERO:
+        out.append("near_zero_headline")
+    return out
+
+
 def flags(headline: str, best: dict, stats: dict | None, losses: list[float], nonfinite_skipped: int = 0) -> list[str]:
     out = []
     stats = stats or {}
@@ -77,4 +117,6 @@ def flags(headline: str, best: dict, stats: dict | None, losses: list[float], no
         out.append("loss_never_fell")
     if nonfinite_skipped:
         out.append("nonfinite_batches_skipped")
+    if "empty_share" in stats:
+        out += _generation_flags(value, stats)
     return out

@@ -181,7 +181,8 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
     if method.save:
         method.save(model, method_cfg, info, s.output_dir / "adapter")
         s.tracker.artifact(s.output_dir / "adapter", record)
-    record["flags"] = flags.flags(task.headline, record["metrics"]["best"], result.best_stats, result.losses,
+    stats = result.best_stats or record["metrics"].get("generation_stats")   # a generation task's: its outputs'
+    record["flags"] = flags.flags(task.headline, record["metrics"]["best"], stats, result.losses,
                                   result.nonfinite_skipped)
     if record["flags"]:
         log.warning("run flagged: %s", ", ".join(record["flags"]))

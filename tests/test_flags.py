@@ -62,8 +62,9 @@ class NoConfig:
 
 
 def constant_head(model, cfg, info):
-    for p in model.parameters():
-        p.requires_grad_(False)
+    for name, p in model.named_parameters():
+        # one bias outside the head trains (at lr 1e-30: unmoved), as a method must train something besides the head
+        p.requires_grad_(name.endswith("embeddings.LayerNorm.bias"))
     if hasattr(model, "classifier"):  # the start-up check applies methods to a headless skeleton too
         model.classifier = ConstantHead(model.classifier.out_features)
     return model
@@ -78,3 +79,19 @@ def test_a_constant_predictor_at_chance_that_never_learns_is_flagged(tiny_overri
     assert record["flags"] == ["constant_predictions", "chance_level", "loss_never_fell"]
     assert record["metrics"]["train_loss_end"] >= record["metrics"]["train_loss_start"]
 
+
+
+def test_generation_flags_catch_degenerate_empty_and_near_zero_runs():
+    """The silent failures of a generation run: 'richer richer richer …', empty outputs, a score an untrained model
+    gets; a healthy run is not flagged."""
+    from harness.flags import generation_stats
+
+    degenerate = ["richer richer richer richer", "the the the the food", "a pub", "near the river"]
+    stats = generation_stats(degenerate)
+    assert stats["repetitive_share"] == 0.5 and stats["empty_share"] == 0.0
+    assert flags("bleu", {"bleu": 0.007}, stats, [2.0, 1.0]) == ["degenerate_repetition", "near_zero_headline"]
+    empty = generation_stats(["", " ", "a pub near the river", "a cheap place"])
+    assert flags("bleu", {"bleu": 0.3}, empty, [2.0, 1.0]) == ["empty_outputs"]
+    healthy = generation_stats(["The Eagle is a pub near the river.", "Zizzi is a cheap, family friendly place."])
+    assert flags("bleu", {"bleu": 0.55}, healthy, [2.0, 1.0]) == []
+    assert flags("bleu", {"bleu": 0.55}, generation_stats(["same", "same"]), [2.0, 1.0]) == ["constant_predictions"]

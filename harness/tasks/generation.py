@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from harness import flags
 from harness.models.causal_lm import load_causal_lm, special_ids
 from harness.models.source import load_tokenizer, skeleton
 from harness.tasks import decoding
@@ -121,6 +122,7 @@ def after_run_fn(decoder: Decoder, decode_at_end: bool, samples: int) -> Callabl
         found = data.interval(decoder.generations) if data.interval else None
         if found:
             metrics["interval"] = found
+        metrics["generation_stats"] = flags.generation_stats(decoder.generations)
 
     return after_run
 
