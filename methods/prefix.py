@@ -16,8 +16,9 @@ logits are mapped back to one per input token (the next-token prediction at each
 needs no change; other outputs (hidden states) keep the longer sequence. The slots take l_p + l_i positions of the
 model's context, which `prefix_positions(model)` reports. Slots start as real words (Li & Liang §7.2 find a real-word init
 better than a random one): embeddings of sampled vocabulary rows, and for PreLayer those words' activations.
-Incremental decoding with a cache is not wired yet (the first forward works, later ones raise): decode with
-`use_cache=False` (right for l_i = 0; an infix would follow the generated tokens).
+Incremental decoding with a cache works: after the first step the slots are in the cache, and each later step's
+attention mask gets them at the same places (`continue_cached`); cached and uncached decoding give the same tokens
+(tests/test_prefix_decoding.py).
 """
 from __future__ import annotations
 
@@ -78,16 +79,18 @@ class Prefix(nn.Module):
         self.positions = cfg.l_p + cfg.l_i
         self.embeds = nn.Parameter(embeds) if embeds is not None else None   # (n, d): PreEmbed
         self.layers = nn.Parameter(layers) if layers is not None else None   # (L, n, d): PreLayer
-        self.slots = self.take = self.length = None
+        self.slots = self.take = self.length = self.index = self.prompt_length = None
+        self.cached = False
 
     def insert(self, model, args, kwargs):
         if len(args) > 1:
             raise TypeError("prefix methods need keyword arguments beyond input_ids")
         if args:
             kwargs = {"input_ids": args[0], **kwargs}
-        past = kwargs.get("past_key_values")
-        if past is not None and past.get_seq_length() > 0:
-            raise NotImplementedError("prefix methods do not support incremental decoding with a cache yet")
+        past = kwargs.get("cache", kwargs.get("past_key_values"))   # transformers 5 passes `cache`; earlier versions
+        if past is not None and hasattr(past, "get_seq_length") and past.get_seq_length() > 0:
+            return self.continue_cached(kwargs)
+        self.cached = False
         ids, embeds = kwargs.pop("input_ids", None), kwargs.pop("inputs_embeds", None)
         if embeds is None:
             embeds = model.get_input_embeddings()(ids)
@@ -119,10 +122,26 @@ class Prefix(nn.Module):
             # Slots are no targets; nor is the first real token: nothing predicts it without the prefix either.
             labels = labels.scatter(1, offset[:, None], -100)
             kwargs["labels"] = grow(labels, torch.full_like(slots, -100), fill=-100)
-        self.slots, self.length = slots, T + n
+        self.slots, self.length, self.index, self.prompt_length = slots, T + n, index, T
         # A causal LM's logits come back one per input position, each the prediction of the next text token (the
         # last one: of the token after the infix), so losses and `generate` see the usual (B, T, vocab) layout.
         self.take = torch.cat([index[:, 1:] - 1, index.new_full((B, 1), T + n - 1)], 1) if model.can_generate() else None
+        return (), kwargs
+
+    def continue_cached(self, kwargs):
+        """A decoding step after the first: the slots are in the cache already, the input is the new tokens only. The
+        attention mask (the prompt's and the generated tokens') gets the slots at the places the first step put them,
+        and the caller's position ids move past them, as the first step's did."""
+        self.cached = True   # PreLayer leaves the new tokens' activations alone
+        n, prompt = self.positions, self.prompt_length
+        mask = kwargs.get("attention_mask")
+        if mask is not None:
+            grown = mask.new_zeros(mask.shape[0], mask.shape[1] + n)
+            grown = grown.scatter(1, self.index, mask[:, :prompt]).scatter(1, self.slots, 1)
+            grown[:, prompt + n:] = mask[:, prompt:]
+            kwargs["attention_mask"] = grown
+        if kwargs.get("position_ids") is not None:
+            kwargs["position_ids"] = kwargs["position_ids"] + n
         return (), kwargs
 
     def align(self, model, args, kwargs, output):
@@ -134,6 +153,8 @@ class Prefix(nn.Module):
 
     def replace(self, layer: int, module, args, kwargs):
         # The slots stay set after the forward: gradient checkpointing runs the layers again during backward.
+        if self.cached:
+            return args, kwargs   # a cached decoding step: the slots' activations are in the cache already
         if self.slots is None:
             raise RuntimeError("a PreLayer model must be called as a whole (its layers read the slots it inserts)")
         if args:
