@@ -144,16 +144,19 @@ def test_causal_lm_prefix_layer_trains(kind):
     assert losses[-1] < losses[0]
 
 
-def test_too_long_inputs_and_cached_decoding_are_clear_errors():
+def test_too_long_inputs_are_a_clear_error_and_a_cached_step_equals_the_uncached_one():
     model, info = tiny()   # 128 positions
     model, _ = adapt("prefix_embed", model, info, l_p=8)
     with pytest.raises(ValueError, match="125 tokens \\+ 8 prefix positions exceed the model's 128 positions"):
         model(input_ids=torch.ones(1, 125, dtype=torch.long))
     decoder, dinfo = tiny_decoder("gpt2")
     decoder, _ = adapt("prefix_embed", decoder, dinfo, l_p=2)
-    past = decoder(input_ids=torch.ones(1, 3, dtype=torch.long), use_cache=True).past_key_values
-    with pytest.raises(NotImplementedError, match="incremental decoding"):
-        decoder(input_ids=torch.ones(1, 1, dtype=torch.long), past_key_values=past)
+    decoder.eval()
+    ids = torch.tensor([[1001, 1002, 1003, 1004]])
+    past = decoder(input_ids=ids[:, :3], use_cache=True).past_key_values
+    step = decoder(input_ids=ids[:, 3:], past_key_values=past, attention_mask=torch.ones(1, 4, dtype=torch.long))
+    whole = decoder(input_ids=ids)
+    torch.testing.assert_close(step.logits[:, -1], whole.logits[:, -1], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("values,message", [
