@@ -46,9 +46,12 @@ class Config:
             raise ValueError(f"l_p + l_i must be > 0, got l_p={self.l_p}, l_i={self.l_i}")
 
 
-def layout(mask: torch.Tensor, l_p: int, l_i: int, after: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def layout(mask: torch.Tensor, l_p: int, l_i: int, after: int,
+           infix_at: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For a (B, T) attention mask: the new index of every input position (B, T), the new index of every slot
-    (B, l_p + l_i), and each row's first real position (B,). Rows must hold their tokens in one run (left or right pad)."""
+    (B, l_p + l_i), and each row's first real position (B,). Rows must hold their tokens in one run (left or right pad).
+    The infix goes after the real tokens, or before position `infix_at` (B,) of each row: a causal LM's training row is
+    prompt + target, and its infix belongs between them, where decoding (which sees the prompt alone) has it."""
     real = mask.bool()
     B, T = real.shape
     t = torch.arange(T, device=mask.device)
@@ -57,10 +60,21 @@ def layout(mask: torch.Tensor, l_p: int, l_i: int, after: int) -> tuple[torch.Te
     start, end = offset + n.clamp(max=after), offset + n
     if not torch.equal(real, (t >= offset[:, None]) & (t < end[:, None])):
         raise ValueError("prefix methods need each row's tokens in one run (left or right padding)")
+    if infix_at is not None:
+        end = torch.minimum(torch.maximum(infix_at, start), end)
     index = t + l_p * (t >= start[:, None]) + l_i * (t >= end[:, None])
     slots = torch.cat([start[:, None] + torch.arange(l_p, device=mask.device),
                        (end + l_p)[:, None] + torch.arange(l_i, device=mask.device)], 1)
     return index, slots, offset
+
+
+def _target_start(labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per row, where a prompt + target training row's target starts (its first label after unlabelled real tokens):
+    the infix goes there, as decoding (which reads the prompt alone) has it; rows labelled from their first real token
+    (plain language modelling) keep it after their tokens."""
+    labelled = labels != -100
+    first, real_start = labelled.int().argmax(1), mask.bool().int().argmax(1)
+    return torch.where(labelled.any(1) & (first > real_start), first, labels.shape[1])
 
 
 def _put(values: torch.Tensor, at: torch.Tensor, into: torch.Tensor) -> torch.Tensor:
@@ -101,7 +115,9 @@ class Prefix(nn.Module):
         if limit and T + self.positions > limit:
             raise ValueError(f"{T} tokens + {self.positions} prefix positions exceed the model's {limit} positions; "
                              f"shorten the input by {T + self.positions - limit} (trainer.max_seq_len)")
-        index, slots, offset = layout(mask, self.l_p, self.l_i, self.after)
+        labels = kwargs.get("labels")
+        infix_at = _target_start(labels, mask) if labels is not None and labels.shape == (B, T) else None
+        index, slots, offset = layout(mask, self.l_p, self.l_i, self.after, infix_at)
         n, rows = self.positions, torch.arange(B, device=mask.device)[:, None]
 
         def grow(x: torch.Tensor, slot_values, fill=0) -> torch.Tensor:   # x (B, T, ...) → (B, T + n, ...)
@@ -117,7 +133,6 @@ class Prefix(nn.Module):
             pos = kwargs["position_ids"].expand(B, T)
             first = pos[rows[:, 0], offset][:, None]
             kwargs["position_ids"] = grow(pos + index - torch.arange(T, device=pos.device), slots - offset[:, None] + first)
-        labels = kwargs.get("labels")
         if labels is not None and labels.shape == (B, T):   # token labels (causal LM); sequence labels stay as they are
             # Slots are no targets; nor is the first real token: nothing predicts it without the prefix either.
             labels = labels.scatter(1, offset[:, None], -100)

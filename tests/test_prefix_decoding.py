@@ -34,3 +34,26 @@ def test_cached_decoding_equals_uncached(kind, method, beams):
                                   generation_config=GenerationConfig(use_cache=False, **settings))
     assert torch.equal(cached, uncached)
     assert cached.shape[1] == 8 + 6
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("method", ["prefix_embed", "prefix_layer"])
+def test_an_infix_sits_between_prompt_and_target_and_learns(kind, method):
+    """Training (prompt + target, labels on the target) puts the infix where decoding (the prompt alone) has it: the
+    prediction of the first target token is the same in both, and the infix receives gradient from the target."""
+    from harness.tasks.decoding import token_loss
+
+    base, info = tiny_decoder(kind)
+    model, _ = adapt(method, base, info, l_p=1, l_i=2)
+    _randomise_slots(model)
+    model.eval()   # no dropout: the two forwards must agree
+    prompt, target = torch.tensor([[1001, 1002, 1003, 1004]]), torch.tensor([[1100, 1101, 1102]])
+    ids = torch.cat([prompt, target], 1)
+    labels = torch.cat([torch.full_like(prompt, -100), target], 1)
+    trained = model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels).logits
+    decoded = model(input_ids=prompt, attention_mask=torch.ones_like(prompt)).logits
+    torch.testing.assert_close(trained[:, prompt.shape[1] - 1], decoded[:, -1], atol=1e-5, rtol=0)
+    token_loss(trained, labels).backward()
+    slots = model.prefix.embeds if method == "prefix_embed" else model.prefix.layers
+    infix_grad = slots.grad[..., 1:, :] if method == "prefix_layer" else slots.grad[1:]
+    assert infix_grad.abs().sum() > 0

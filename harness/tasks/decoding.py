@@ -63,10 +63,16 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.
                            label_smoothing=smoothing, reduction=reduction)
 
 
+def _forward(model, batch: dict):
+    """The logits of a batch. A model with a prefix method also reads the labels: they tell where each row's prompt
+    ends, so that an infix sits between prompt and target, as at decoding (methods/prefix.py)."""
+    extra = {"labels": batch["labels"]} if getattr(model, "prefix", None) is not None else {}
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
+
+
 def make_loss_fn(smoothing: float) -> Callable:
     def loss_fn(model, batch):
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return token_loss(logits, batch["labels"], smoothing)
+        return token_loss(_forward(model, batch), batch["labels"], smoothing)
 
     return loss_fn
 
@@ -79,7 +85,7 @@ def teacher_forced(model, ds: datasets.Dataset, collate, batch_size: int) -> dic
     nll, correct, count = 0.0, 0, 0
     for batch in torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate):
         batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        logits = _forward(model, batch)
         labels = batch["labels"][:, 1:]
         keep = labels != -100
         nll += float(token_loss(logits, batch["labels"], reduction="sum"))
