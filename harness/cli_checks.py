@@ -50,7 +50,8 @@ def _composed(argv: list[str]) -> DictConfig:
 def unknown_key(argv: list[str]) -> str | None:
     """The first `a.b=value` that names no setting of the composed config (`trainer.epoch=2`), as one line with the
     closest keys and every valid one; a new key is added with `+a.b=value`, as Hydra has it."""
-    keys = [k for k, _ in _assignments(argv) if not k.startswith(("+", "~", "hydra.")) and k not in GROUPS]
+    keys = [k for k, _ in _assignments(argv)
+            if not k.startswith(("+", "~", "hydra")) and k not in GROUPS and "/" not in k]  # hydra/launcher=…: a group
     if not keys or any(arg.startswith(OTHER_CONFIG) for arg in argv):
         return None
     cfg = _composed(argv)
@@ -81,4 +82,6 @@ def unwritable_output(argv: list[str]) -> str | None:
 
 
 def command_line_problem(argv: list[str]) -> str | None:
+    if any(arg in ("-sc", "--shell-completion") for arg in argv):
+        return None  # Hydra's completion query (`query=bash`) is not a setting
     return unknown_group_choice(argv) or unwritable_output(argv) or unknown_key(argv)
