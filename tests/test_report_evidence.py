@@ -114,3 +114,18 @@ def test_runs_whose_settings_are_unknown_are_listed(tmp_path):
     runs = report.records_to_frame(report.load_records(files)[0])
     unplaced = sections.unplaced_runs(runs)
     assert list(unplaced["seed"]) == [1]
+
+
+def test_a_single_runs_cell_shows_its_own_bootstrap_interval(tmp_path):
+    record = make_record("minilm", "sst2", "lora", 0, 0.84, r=8, targets=["q", "v"])
+    record["metrics"]["interval"] = {"metric": "accuracy", "value": 0.84, "low": 0.82, "high": 0.867}
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "run.json").write_text(json.dumps(record))
+    files, _ = report.find_run_files([str(tmp_path)])
+    runs = report.records_to_frame(report.load_records(files)[0])
+    agg = tables.aggregate(runs)
+    cell = agg[agg["metric"] == "accuracy"].iloc[0]
+    assert (cell["low"], cell["high"], cell["interval"], cell["n"]) == (0.82, 0.867, "examples", 1)
+    spec = tables.table_specs(agg, report.tasks_in(runs))[0]
+    text = tables.interval_table(agg, spec)["rows"][0][3]["text"]
+    assert text == "84.0 [82.0, 86.7] (n=1, examples)"

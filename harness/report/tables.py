@@ -59,10 +59,11 @@ def aggregate(runs):
                 continue
             metric = col[len("metrics.best."):]
             seeds = sorted(group.loc[values.index, "seed"].tolist())
-            interval = stats.seed_interval(values.tolist())
+            interval = _interval(group.loc[values.index], values, metric)
             rows.append(dict(zip(GROUP_KEY, key), metric=metric, headline=metric == headline,
                              median=values.median(), mean=values.mean(), std=values.std(ddof=1), min=values.min(),
-                             max=values.max(), low=interval["low"], high=interval["high"], n=len(values),
+                             max=values.max(), low=interval["low"], high=interval["high"],
+                             interval=interval["kind"], n=len(values),
                              seeds=",".join(str(s) for s in seeds),
                              repeated_seeds=len(set(seeds)) < len(seeds),
                              flagged=int((group.loc[values.index, "flags"] != "").sum()),
@@ -70,11 +71,24 @@ def aggregate(runs):
                              eval_samples=",".join(sorted(set(group["eval_samples"]))),
                              variant_size=group["variant_size"].iloc[0], targets=group["targets"].iloc[0],
                              baseline=layouts.baseline_label(group.iloc[0]) or ""))
-    columns = GROUP_KEY + ["metric", "headline", "median", "mean", "std", "min", "max", "low", "high", "n", "seeds",
+    columns = GROUP_KEY + ["metric", "headline", "median", "mean", "std", "min", "max", "low", "high", "interval", "n",
+                           "seeds",
                            "repeated_seeds",
                            "flagged", "params_no_head", "eval_samples", "variant_size", "targets", "baseline"]
     agg = pd.DataFrame(rows, columns=columns)
     return sort_configs(agg, ["task", "metric"])
+
+
+def _interval(runs, values, metric) -> dict:
+    """A cell's 95 % interval: over seeds (Student t) when it has two or more; for a single run, that run's own
+    bootstrap interval over the evaluation examples (metrics.interval) when it recorded one for this metric."""
+    if len(values) > 1:
+        found = stats.seed_interval(values.tolist())
+        return {"low": found["low"], "high": found["high"], "kind": "seeds"}
+    run = runs.iloc[0]
+    if run.get("metrics.interval.metric") == metric and pd.notna(run.get("metrics.interval.low")):
+        return {"low": run["metrics.interval.low"], "high": run["metrics.interval.high"], "kind": "examples"}
+    return {"low": math.nan, "high": math.nan, "kind": ""}
 
 
 def sort_configs(frame, extra=()):
@@ -189,7 +203,9 @@ def interval_table(agg, spec):
             hit = mine[(mine["task"] == task) & (mine["metric"] == metric)]
             row.append(cell(_interval_text(hit.iloc[0], metric) if not hit.empty else "–"))
         rows.append(row)
-    notes = ["Mean over seeds [95 % Student t interval of the mean, n − 1 degrees of freedom]; n = 1: the mean alone.",
+    notes = ["Mean over seeds [95 % Student t interval of the mean, n − 1 degrees of freedom]; n = 1: the run's own 95 % "
+             "bootstrap interval over the evaluation examples, marked `examples`, where the run recorded one (else the "
+             "mean alone).",
              "Each run's own 95 % bootstrap interval over evaluation examples (when it kept its predictions) is in "
              "runs.csv (metrics.interval.low / high)."]
     return {"name": spec["name"] + "_intervals", "title": spec["title"] + ": means and 95 % intervals over seeds",
@@ -201,7 +217,8 @@ def _interval_text(h, metric):
     mean = fmt_num(h["mean"] * factor, digits)
     if pd.isna(h["low"]):
         return f"{mean} (n={h['n']})"
-    return f"{mean} [{fmt_num(h['low'] * factor, digits)}, {fmt_num(h['high'] * factor, digits)}] (n={h['n']})"
+    over = ", examples" if h.get("interval") == "examples" else ""
+    return f"{mean} [{fmt_num(h['low'] * factor, digits)}, {fmt_num(h['high'] * factor, digits)}] (n={h['n']}{over})"
 
 
 def _value_cell(hit, metric):
