@@ -29,7 +29,7 @@ from harness.errors import ConfigError, HarnessError, unknown_choice
 from harness.models import source
 from harness.models.classifier import pooling_of
 from harness.models.info import ModelInfo
-from harness.tasks.config import TaskConfig, task_config
+from harness.tasks.config import TaskConfig, dataset_module, task_config
 from harness.train.config import TrainerConfig, trainer_config
 
 log = logging.getLogger(__name__)
@@ -81,33 +81,37 @@ def check_tracker(tracker: dict) -> None:
 
 def check_data(task: TaskConfig) -> list[str]:
     """The dataset module's own check (it knows its file names); else that `task.data_dir`, when set, is a folder."""
-    found = tasks.pipeline_module(task).check_data(task)
+    module = dataset_module(task.dataset)
+    found = list(module.check_data(task)) if hasattr(module, "check_data") else []
     if not found and task.data_dir and not Path(task.data_dir).is_dir():
         return [f"task.data_dir={task.data_dir} is not a folder (set HARNESS_DATA_DIR or task.data_dir)"]
     return found
 
 
-def check_cache_dir(trainer: TrainerConfig) -> None:
-    """trainer.cache_dir (tokenised data, converted models) is a folder that can be made and written."""
-    if not trainer or not trainer.cache_dir:
-        return
+def _unwritable(folder: Path) -> str | None:
+    """Why `folder` cannot be made and written (it is made if missing), or None."""
     try:
-        Path(trainer.cache_dir).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=trainer.cache_dir):
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as exc:
-        raise ConfigError(f"trainer.cache_dir={trainer.cache_dir} is not a writable folder ({exc.strerror or exc}); "
-                          "set it (or HARNESS_CACHE_DIR) to one") from None
+        return str(exc.strerror or exc)
+    return None
+
+
+def check_cache_dir(trainer: TrainerConfig) -> None:
+    """trainer.cache_dir (tokenised data, converted models) is a folder that can be made and written."""
+    why = trainer and trainer.cache_dir and _unwritable(Path(trainer.cache_dir))
+    if why:
+        raise ConfigError(f"trainer.cache_dir={trainer.cache_dir} is not a writable folder ({why}); "
+                          "set it (or HARNESS_CACHE_DIR) to one")
 
 
 def check_output_dir(output_dir: Path) -> None:
-    try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=output_dir):
-            pass
-    except OSError as exc:
-        raise ConfigError(f"output folder {output_dir} is not writable ({exc.strerror or exc}); "
-                          "set hydra.run.dir / hydra.sweep.dir to a writable folder") from None
+    why = _unwritable(output_dir)
+    if why:
+        raise ConfigError(f"output folder {output_dir} is not writable ({why}); "
+                          "set hydra.run.dir / hydra.sweep.dir to a writable folder")
 
 
 def positions(hf_config) -> int | None:

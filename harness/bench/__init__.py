@@ -41,13 +41,19 @@ def main(argv=None) -> None:
         print(f"harness-bench: error: {given}; valid choices: {', '.join(COMMANDS)} (harness-bench --help)",
               file=sys.stderr)
         sys.exit(2)
-    if argv[0] == "train":
-        from harness.bench.train import main_train
+    from harness.bench.common import BenchError
 
-        sys.exit(main_train(argv[1:]))
-    from harness.bench.latency import main_latency
+    try:
+        if argv[0] == "train":
+            from harness.bench.train import main_train
 
-    sys.exit(main_latency(argv[1:]))
+            sys.exit(main_train(argv[1:]))
+        from harness.bench.latency import main_latency
+
+        sys.exit(main_latency(argv[1:]))
+    except BenchError as exc:   # a bad option of either command: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

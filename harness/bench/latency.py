@@ -223,12 +223,8 @@ def main_latency(argv=None) -> int:
     device = torch.device("cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
     if args.device == "cuda" and device.type != "cuda":
         raise SystemExit("--device cuda but no CUDA device is available")
-    try:
-        grid = parse_grid(args.grid or (PAPER_GRID if device.type == "cuda" else CPU_GRID))
-        model_config(args.model)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    grid = parse_grid(args.grid or (PAPER_GRID if device.type == "cuda" else CPU_GRID))
+    model_config(args.model)   # bad options: BenchError, one line and exit 2 (harness/bench/__init__.py)
     base, info = load_model(args.model)
     rows, skipped = measure_grid(args, base.to(device).eval(), info, device, grid)
     meta = {"model": args.model, "device": str(device), "trials": args.trials, "warmup": args.warmup,

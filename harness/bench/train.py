@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.bench.common import BenchError, adapt, load_model, model_config
+from harness.bench.common import adapt, load_model, model_config
 
 
 def measure(model_name: str, method_name: str, batch: int, seq: int, steps: int, warmup: int, threads: int,
@@ -136,11 +136,7 @@ def main_train(argv=None) -> int:
         print(json.dumps(measure(args.child, args.methods, args.batch, args.seq, args.steps, args.warmup, args.threads,
                                  args.set, args.device)))
         return 0
-    try:
-        model_config(args.model)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    model_config(args.model)   # a bad --model: BenchError, one line and exit 2 (harness/bench/__init__.py)
     rows = run_rounds(args, [m for m in args.methods.split(",") if m])
     out = Path(args.out or f"reports/bench/train_{args.model}_b{args.batch}_s{args.seq}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -151,11 +151,6 @@ def headline_interval(task, rows: list[dict], seed: int = 0) -> dict:
     return {"metric": task.headline, "value": metric(preds, labels), **found}
 
 
-def check_data(task) -> list[str]:
-    module = dataset_module(task.dataset)
-    return list(module.check_data(task)) if hasattr(module, "check_data") else []
-
-
 def model_skeleton(task, model_cfg: dict, cache_dir: str | None = None):
     """The classifier's modules without weights, for the start-up method × model check (None: config not local)."""
     from transformers import AutoModelForSequenceClassification

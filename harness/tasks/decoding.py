@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from harness.errors import DataError
 from harness.models.causal_lm import special_ids
 from harness.tasks.pipeline import seeded_subset
+from methods.prefix import prefix_positions
 
 log = logging.getLogger("harness")
 
@@ -66,7 +67,7 @@ def token_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.
 def _forward(model, batch: dict):
     """The logits of a batch. A model with a prefix method also reads the labels: they tell where each row's prompt
     ends, so that an infix sits between prompt and target, as at decoding (methods/prefix.py)."""
-    extra = {"labels": batch["labels"]} if getattr(model, "prefix", None) is not None else {}
+    extra = {"labels": batch["labels"]} if prefix_positions(model) else {}
     return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
 
 

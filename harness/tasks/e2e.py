@@ -149,11 +149,8 @@ def read(task, split: str) -> tuple[list[dict], dict]:
 def eval_items(task, examples: list[dict]) -> list[EvalItem]:
     """One item per distinct MR, with all its references. A reference holding a line break would shift every group
     after it in references.txt, so whitespace is collapsed."""
-    items: dict[str, EvalItem] = {}
-    for ex in examples:
-        item = items.setdefault(ex["input"], EvalItem(ex["input"], {"mr": ex["mr"]}, []))
-        item.references.append(" ".join(ex["target"].split()))
-    return list(items.values())
+    groups = group_by_mr([(ex["input"], " ".join(ex["target"].split())) for ex in examples])
+    return [EvalItem(mr, {"mr": linearize_mr(mr)}, refs) for mr, refs in groups]
 
 
 def score(task, outputs: list[str], items: list[EvalItem]) -> dict:

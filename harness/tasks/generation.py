@@ -127,11 +127,6 @@ def after_run_fn(decoder: Decoder, decode_at_end: bool, samples: int) -> Callabl
     return after_run
 
 
-def check_data(task) -> list[str]:
-    module = dataset_module(task.dataset)
-    return list(module.check_data(task)) if hasattr(module, "check_data") else []
-
-
 def model_skeleton(task, model_cfg: dict, cache_dir: str | None = None):
     """The causal LM's modules without weights, for the start-up method × model check (None: config not local)."""
     from transformers import AutoModelForCausalLM

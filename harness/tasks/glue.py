@@ -30,10 +30,6 @@ def find_split_file(data_dir: str | Path, glue_dir: str, split: str) -> Path:
     )
 
 
-def _lines(path: Path):
-    return text_lines(path)
-
-
 def read_tsv(path: Path, spec: dict, labels: list[str] | None) -> dict[str, list]:
     """Read one GLUE split into columns `text_a`, `text_b` (None for single-sentence tasks) and `label`.
 
@@ -41,7 +37,7 @@ def read_tsv(path: Path, spec: dict, labels: list[str] | None) -> dict[str, list
     `label` (name or index), `num_columns` (headerless files). `labels` maps label strings to ids in order; None means
     regression (float labels, STS-B).
     """
-    rows = _lines(path)
+    rows = text_lines(path)
     if spec["header"]:
         try:
             header = next(rows).split("\t")
@@ -144,7 +140,7 @@ def check_data(task) -> list[str]:
 
 def _has_rows(path: Path, header: bool) -> bool:
     """Whether a tsv holds at least one non-blank line after its header: reads two lines, not the file."""
-    lines = _lines(path)
+    lines = text_lines(path)
     try:
         seen = sum(1 for _, _line in zip(range(2), (line for line in lines if line.strip())))
     finally:
