@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import traceback
@@ -60,6 +61,9 @@ def run_id(config: dict) -> str:
     for group, keys in DISPLAY_KEYS.items():
         for key in keys:
             (ident.get(group) or {}).pop(key, None)
+    task = ident.get("task") or {}
+    if task.get("data_dir"):   # one folder, one identity: `../shared/data` and its absolute path are the same data
+        task["data_dir"] = os.path.realpath(task["data_dir"])
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -55,3 +55,15 @@ def test_files_named_in_skip_are_not_records(tmp_path):
     assert len(load_runs([tmp_path / "a", bench]).attrs["problems"]) == 1  # not a run record
     runs = load_runs([tmp_path / "a", bench], skip=[bench])
     assert list(runs["run_id"]) == ["lora-0"] and runs.attrs["problems"] == []
+
+
+def test_run_identity_does_not_depend_on_how_the_data_folder_is_spelled(tmp_path):
+    """A relaunch with `HARNESS_DATA_DIR=../shared/data` instead of its absolute path must find the completed runs."""
+    from harness.results import run_id
+    (tmp_path / "data").mkdir()
+    (tmp_path / "sweep").mkdir()
+    absolute = {"seed": 0, "task": {"name": "rte", "data_dir": str(tmp_path / "data")}}
+    relative = {"seed": 0, "task": {"name": "rte", "data_dir": str(tmp_path / "sweep" / ".." / "data")}}
+    other = {"seed": 0, "task": {"name": "rte", "data_dir": str(tmp_path / "sweep")}}
+    assert run_id(absolute) == run_id(relative)
+    assert run_id(absolute) != run_id(other)
