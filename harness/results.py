@@ -46,8 +46,10 @@ def unflatten(flat: dict, sep: str = ".") -> dict:
     return out
 
 
-# Keys that say how a run is shown or watched, never what it computes: left out of its identity.
-DISPLAY_KEYS = {"method": ("label", "order"), "task": ("label", "report"), "tracker": ("system_stats",)}
+# Keys that say how a run is shown, watched or what it keeps on disk, never what it computes: left out of its identity
+# (and never split a report's rows).
+DISPLAY_KEYS = {"method": ("label", "order", "save_delta", "delta_types", "delta_dtype"), "task": ("label", "report"),
+                "tracker": ("system_stats",)}
 
 
 def run_id(config: dict) -> str:

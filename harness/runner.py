@@ -178,9 +178,10 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
             pipeline.after_run(model, s.output_dir, record, s.tracker)
     if result.best_predictions:
         keep_predictions(s, pipeline, result.best_predictions)
-    if method.save:
+    if method.save:  # the method's artifact, if it keeps one (full FT only with method.save_delta)
         method.save(model, method_cfg, info, s.output_dir / "adapter")
-        s.tracker.artifact(s.output_dir / "adapter", record)
+        if (s.output_dir / "adapter").is_dir():
+            s.tracker.artifact(s.output_dir / "adapter", record)
     stats = result.best_stats or record["metrics"].get("generation_stats")   # a generation task's: its outputs'
     record["flags"] = flags.flags(task.headline, record["metrics"]["best"], stats, result.losses,
                                   result.nonfinite_skipped)

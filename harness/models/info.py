@@ -53,9 +53,25 @@ class ModelInfo:
 
     def fused_parts(self, module_name: str) -> list[str] | None:
         for pattern, parts in self.fused.items():
-            if re.search(f"(^|\\.)({pattern})$", module_name):
+            if _module_pattern(pattern).search(module_name):
                 return parts
         return None
+
+    def weight_type_of(self, module_name: str) -> str | None:
+        """The paper weight type (q k v o mlp) whose module pattern `module_name` matches, or None (a fused projection
+        matches several: the first is returned; `fused_parts` lists them)."""
+        for wtype, regex in self.weight_types.items():
+            if _module_pattern(regex).search(module_name):
+                return wtype
+        return None
+
+    def matrix_of(self, module_name: str, start: int | None = None, size: int | None = None) -> tuple[int | None, str]:
+        """(layer, weight type) of a module's weight matrix, or of its output rows start:start+size on a fused
+        projection (GPT-2's c_attn rows 0:d are q); a module no weight type names is typed by its last name part."""
+        parts = self.fused_parts(module_name)
+        if parts and start is not None and size:
+            return self.layer_of(module_name), parts[start // size]
+        return self.layer_of(module_name), self.weight_type_of(module_name) or module_name.rsplit(".", 1)[-1]
 
     def layer_of(self, module_name: str) -> int | None:
         match = re.search(self.layer_pattern, "." + module_name + ".")
@@ -84,8 +100,7 @@ class ModelInfo:
         patterns = []
         for target in targets:
             if target in self.weight_types or target in self.modules:
-                regex = self.weight_types.get(target) or self.modules[target]
-                patterns.append(re.compile(f"(^|\\.)({regex})$"))
+                patterns.append(_module_pattern(self.weight_types.get(target) or self.modules[target]))
             else:
                 patterns.append(_target_pattern(target, sorted(self.weight_types)))
         names = []
@@ -105,6 +120,11 @@ class ModelInfo:
                 f"weight types for it: {sorted(self.weight_types)}, or give exact module names / a regex"
             )
         return names
+
+
+def _module_pattern(regex: str) -> re.Pattern:
+    """A weight type's or named module's regex, matched against a module name's last dotted parts."""
+    return re.compile(f"(^|\\.)({regex})$")
 
 
 def _target_pattern(target: str, weight_types: list[str]) -> re.Pattern:

@@ -8,7 +8,8 @@ Usage:
 Writes into --out: README.md (the index: every table, the scorecard, runs not in the tables, unreadable records,
 plots and the plots skipped), one file per table and format (table2_glue.md/.tex/.csv/.html, table3_e2e.*, wikisql.*),
 scorecard.*, aggregate.csv (every metric of every configuration), runs.csv (one flattened row per run), plots/*.png|pdf
-and index.html (with html). The same inputs give byte-identical files: rows are sorted, floats formatted, no dates.
+and index.html (with html); when run folders kept LoRA adapters or full FT's ΔW, harness-analyze's tables (analysis_*)
+and heat maps too. The same inputs give byte-identical files: rows are sorted, floats formatted, no dates.
 Tables show medians ×100 with 1 decimal (NIST, CIDEr as is); their CSVs keep the scorer's scale (0.912), unrounded.
 
 run.json is the source of truth (one per training run). A record that is not valid JSON, or lacks the fields the
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.analyze.report import report_section
 from harness.report import claims, layouts, plots, scorecard, sections, tables
 from harness.report.facts import tasks_in
 from harness.results import load_runs
@@ -104,18 +106,22 @@ def _claims_table(runs, benches):
     return table
 
 
-def write_report(runs, problems, unmatched, out, formats=FORMATS, benches=(), latency=()):
+def write_report(runs, problems, unmatched, out, formats=FORMATS, benches=(), latency=(), analysis=True):
     """Everything into `out`; returns the index (README.md) text. `benches`: harness-bench latency JSON contents,
-    `latency`: their paths (Table 1 layouts)."""
+    `latency`: their paths (Table 1 layouts); `analysis`: harness-analyze's section, when runs kept their matrices."""
     out, tasks = Path(out), tasks_in(runs)
     agg = tables.aggregate(runs) if not runs.empty else pd.DataFrame(columns=tables.GROUP_KEY + ["metric", "headline"])
     card = _claims_table(runs, benches)
     grids, score = [card] + _paper_tables(agg, tasks, runs), _scorecard_table(agg, tasks)
     grids += layouts.layout_tables(agg, runs, tasks) + layouts.latency_tables(latency)
+    # only runs whose folders kept LoRA adapters or full FT's ΔW
+    analysis_tables, analysis_plots = report_section(runs, out / "plots") if analysis else ([], [])
+    grids += analysis_tables
     write_tables(grids + [score], out, formats)
     _write(out / "aggregate.csv", _csv(agg.drop(columns=["variant_size"], errors="ignore")))
     _write(out / "runs.csv", runs_csv(runs))
     figures, skipped = plots.make_plots(runs, out / "plots", tasks) if not runs.empty else ([], ["no runs"])
+    figures += analysis_plots
     side = sections.side_sections(runs, grids, problems + [(p, "matched no file") for p in unmatched])
     index = _index(runs, grids, score, side, figures, skipped)
     _write(out / "README.md", index)
@@ -145,6 +151,8 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output folder, e.g. reports/glue_table2")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read the runs of this W&B project")
     parser.add_argument("--formats", default=",".join(FORMATS), help="comma list of md,tex,csv,html")
+    parser.add_argument("--no-analysis", action="store_true",
+                        help="leave out harness-analyze's section (made when run folders kept LoRA adapters or ΔW)")
     args = parser.parse_args(argv)
     formats = [f for f in args.formats.split(",") if f]
     if set(formats) - set(FORMATS) or not (args.paths or args.wandb):
@@ -156,6 +164,7 @@ def main(argv=None):
     if runs.empty and not problems and not latency:
         print(f"harness-report: no run.json found under {' '.join(args.paths)}", file=sys.stderr)
         return 2
-    write_report(runs, problems, unmatched, args.out, formats, benches=benches, latency=latency)
+    write_report(runs, problems, unmatched, args.out, formats, benches=benches, latency=latency,
+                 analysis=not args.no_analysis)
     print(f"{len(runs)} runs, {len(problems)} unreadable; report in {Path(args.out) / 'README.md'}")
     return 0

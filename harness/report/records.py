@@ -94,8 +94,10 @@ def add_varying_settings(frame):
     scoring = score_settings(frame)
     for (method, model, task), group in done.groupby(["method", "model", "task"]):
         # already in the label: the size (budget or the method's size parameter) and the targets; a setting that
-        # differs between tasks (a per-task learning rate) splits nothing: each task is its own column
-        shown = {"config.method." + str(k) for k in ("name", "budget", "targets", size_param(method))}
+        # differs between tasks (a per-task learning rate) splits nothing: each task is its own column; nor does a
+        # key that changes no number (results.DISPLAY_KEYS: a label, full FT's save_delta)
+        shown = {"config.method." + str(k) for k in ("name", "budget", "targets", size_param(method),
+                                                      *results.DISPLAY_KEYS["method"])}
         candidates = [c for c in settings if c not in shown] + scoring
         varying = [c for c in candidates if group[c].map(lambda v: json.dumps(v, default=str)).nunique() > 1]
         rows = (frame["method"] == method) & (frame["model"] == model) & (frame["task"] == task)

@@ -16,7 +16,11 @@ ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])(?:/[^\s/|]+){2,}/?")
 NUMBER = re.compile(r"[+-]?[\d,]*\.?\d+(?:[KM%]|e[+-]?\d+)?")
 # Characters pdflatex cannot take from UTF-8 text as they are (±, ×, · and dashes it can).
 _TEX_SYMBOLS = {"≥": r"$\geq$", "≤": r"$\leq$", "Θ": r"$\Theta$", "−": r"$-$", "|": r"\textbar{}",
-                "…": r"\dots{}"}
+                "…": r"\dots{}",
+                # the analysis tables' (harness/analyze): φ, ‖ΔW‖_F, σ₁, UᵀWVᵀ, Σ σ_k², ℝ^d …
+                "φ": r"$\varphi$", "‖": r"$\|$", "Δ": r"$\Delta$", "σ": r"$\sigma$", "Σ": r"$\Sigma$",
+                "α": r"$\alpha$", "ᵀ": r"$^\top$", "⊤": r"$^\top$", "₀": r"$_0$", "₁": r"$_1$", "₂": r"$_2$",
+                "²": r"$^2$", "≈": r"$\approx$", "∈": r"$\in$", "ℝ": r"\textbf{R}", "√": r"$\surd$"}
 
 
 def short_paths(text):
