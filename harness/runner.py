@@ -28,7 +28,7 @@ from harness.io import write_atomic, write_json_atomic
 from harness.models.info import ModelInfo
 from harness.tracking import NullTracker, make_tracker, run_tags
 from harness.train.checkpoint import Checkpoints
-from harness.train.loop import Diverged, TrainResult, fit
+from harness.train.loop import Diverged, StepHooks, TrainResult, fit
 
 log = logging.getLogger("harness")
 PREDICTIONS = "predictions.jsonl.gz"   # the best evaluation's per-example rows, beside run.json
@@ -157,7 +157,15 @@ def train(s: Session, checked: validate.Checked, checkpoints: Checkpoints, pipel
 
     return fit(model, pipeline.train, checked.trainer, collate=pipeline.collate, evaluate=evaluate,
                headline=pipeline.select_on or task.headline, tracker=s.tracker, seed=s.config["seed"],
-               loss_fn=pipeline.loss_fn, checkpoints=checkpoints, on_progress=on_progress)
+               loss_fn=pipeline.loss_fn, checkpoints=checkpoints, on_progress=on_progress,
+               hooks=step_hooks(method, method_cfg))
+
+
+def step_hooks(method, method_cfg) -> StepHooks:
+    """The method's per-step hooks (regulariser, after_step) bound to the config that trains."""
+    regularizer, after_step = method.regularizer, method.after_step
+    return StepHooks(regularizer=regularizer and (lambda m: regularizer(m, method_cfg)),
+                     after_step=after_step and (lambda m, step, total: after_step(m, method_cfg, step, total)))
 
 
 def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> None:

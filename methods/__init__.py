@@ -10,13 +10,18 @@
 
 Optional hooks on the returned `Method` (set with keyword arguments of `register`): `eval_context(model, cfg)` (a context
 manager around evaluation, e.g. LoRA's merge) and `save(model, cfg, info, folder)` (the method's artifact).
+Two more reach into each training step (harness/train/loop.py; `model` is the unwrapped model):
+`regularizer(model, cfg) -> tensor | None`, a term added to the loss that is back-propagated (not to the logged training
+loss), and `after_step(model, cfg, step, total_steps)`, called after each real optimiser step (once per accumulation
+window; `step` = 1 … total_steps) and before the gradients are zeroed (AdaLoRA: its orthogonality regulariser, and its
+importance update and rank allocation, which read the gradients).
 The runner freezes nothing itself: `apply` decides what trains; the runner then always trains the task head.
 
 Budget knob, `method.budget=<params>`: sizes a method to a trainable-parameter budget counted without the task head (the
 paper's count), so methods compare at equal budgets. A method opts in with two more `register` keywords:
 `size_param="r"` (an int field of its Config: LoRA's rank, an adapter's bottleneck, a prefix's length) and, optionally,
 `count=fn` with `fn(cfg, info, model) -> int` (the parameters `apply(model, cfg, info)` would make trainable, outside the
-head, without changing `model`; a closed formula is best). Without `count` the knob applies the method to a copy of the
+head, without changing `model`; a closed formula is best; AdaLoRA counts its final budget, what is left after pruning). Without `count` the knob applies the method to a copy of the
 model and counts. At `apply` time the size value whose count is nearest the budget (ties: the smaller) is written into
 the config in place, so `eval_context` and `save` see it too, and logged; the budget overrides the yaml's size value.
 """
@@ -47,6 +52,8 @@ class Method:
     save: Callable | None = None
     size_param: str | None = None
     count: Callable | None = None
+    regularizer: Callable | None = None   # (model, cfg) -> tensor | None, added to the training loss
+    after_step: Callable | None = None    # (model, cfg, step, total_steps), after optimizer.step(), before zero_grad
     budget: int | None = None         # method.budget: trainable parameters without the head, set by `build`
 
     def evaluating(self, model, cfg):

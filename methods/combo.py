@@ -3,8 +3,9 @@ App. E): `method=combo method.members=[{name: lora, r: 8}, {name: prefix_embed, 
 
 Each member is applied in turn with its own validated config; what each trains stays trainable (a member that freezes
 the model first does not undo the ones before it). Evaluation enters every member's context (LoRA's update merged:
-exact, the prefix stays), the artifact is each member's in its own sub-folder, and the trainable count is the sum of
-the members' counts. The budget knob has no single size to pick here: it is refused (no `size_param`).
+exact, the prefix stays), the artifact is each member's in its own sub-folder, the members' step hooks all run (their
+regularisers summed), and the trainable count is the sum of the members' counts. The budget knob has no single size
+to pick here: it is refused (no `size_param`).
 """
 from __future__ import annotations
 
@@ -56,10 +57,24 @@ def save(model, cfg: Config, info, folder):
             method.save(model, member_cfg, info, folder / method.name)
 
 
+def regularizer(model, cfg: Config):
+    """The sum of the members' loss terms (AdaLoRA's orthogonality), None when no member has one."""
+    terms = [method.regularizer(model, member_cfg) for method, member_cfg in cfg.built() if method.regularizer]
+    terms = [t for t in terms if t is not None]
+    return sum(terms) if terms else None
+
+
+def after_step(model, cfg: Config, step: int, total_steps: int) -> None:
+    for method, member_cfg in cfg.built():
+        if method.after_step:
+            method.after_step(model, member_cfg, step, total_steps)
+
+
 def count(cfg: Config, info, model) -> int:
     """The sum of the members' trainable counts without the head (each a closed formula where the member has one)."""
     return sum(trainable_count(method, member_cfg, info, copy.deepcopy(model) if not method.count else model)
                for method, member_cfg in cfg.built())
 
 
-register("combo", Config, eval_context=evaluating, save=save, count=count)(apply)
+register("combo", Config, eval_context=evaluating, save=save, count=count, regularizer=regularizer,
+         after_step=after_step)(apply)

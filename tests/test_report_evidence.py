@@ -129,3 +129,27 @@ def test_a_single_runs_cell_shows_its_own_bootstrap_interval(tmp_path):
     spec = tables.table_specs(agg, report.tasks_in(runs))[0]
     text = tables.interval_table(agg, spec)["rows"][0][3]["text"]
     assert text == "84.0 [82.0, 86.7] (n=1, examples)"
+
+
+def test_the_adalora_claim_compares_only_equal_rank_and_targets(frames, tmp_path):
+    """`same: [variant_size, targets]`: AdaLoRA at target_r = r is paired with LoRA at r on the same weight types only
+    (not r = 1 with r = 8, not {q,v} with {q,k,v,o}); with no AdaLoRA runs the claim is `not run`."""
+    claim = next(c for c in claims.load() if c["id"] == "adalora-vs-lora")
+    assert claim["same"] == ["variant_size", "targets"]
+    assert next(r for _, r in claims.scorecard(tables.completed_runs(frames[0])).iterrows()
+                if r["claim"].startswith("adalora-vs-lora"))["verdict"] == "not run"
+    for seed in range(2):
+        for r in (1, 8):
+            write_run(tmp_path, "lora", seed, correct_at(0.8, seed), r=r, targets=["q", "v"])
+            write_run(tmp_path, "adalora", seed, correct_at(0.8, seed + r), r=r, targets=["q", "v"])
+        write_run(tmp_path / "qkvo", "lora", seed, correct_at(0.8, seed), r=8, targets=["q", "k", "v", "o"])
+    for path in tmp_path.glob("adalora-*/run.json"):   # AdaLoRA's size is target_r
+        record = json.loads(path.read_text())
+        method = record["config"]["method"]
+        method["target_r"] = method.pop("r")
+        path.write_text(json.dumps(record))
+    files, _ = report.find_run_files([str(tmp_path)])
+    runs = report.records_to_frame(report.load_records(files)[0])
+    rows = claims.evaluate_runs(claim, tables.completed_runs(runs))
+    assert sorted((row["a"], row["b"]) for row in rows) == [("adalora target_r=1 {q,v}", "lora r=1 {q,v}"),
+                                                            ("adalora target_r=8 {q,v}", "lora r=8 {q,v}")]

@@ -49,8 +49,12 @@ def one_thread():
 
 # LoRA's merge for evaluation adds BA to W0 and subtracts it again, which is not exact in floating point: the frozen W0
 # of a run that evaluated drifts by rounding, while a resumed run reloads it clean (train losses then differ ~1e-8).
-@pytest.mark.parametrize("method", [LEARNS, ["method=lora", "method.merge_for_eval=false", "trainer.lr=1e-2"]],
-                         ids=["full_ft", "lora"])
+# AdaLoRA: killed at step 6 of its pruning phase (steps 3 … 14): the resumed run needs its importance averages back
+# (with slow averages, β = 0.99, restarting them at zero changes which triplets are pruned: this case then fails).
+@pytest.mark.parametrize("method", [LEARNS, ["method=lora", "method.merge_for_eval=false", "trainer.lr=1e-2"],
+                                    ["method=adalora", "method.target_r=2", "method.tinit=2", "method.tfinal=10",
+                                     "method.delta_t=2", "method.beta1=0.99", "method.beta2=0.99", "trainer.lr=1e-2"]],
+                         ids=["full_ft", "lora", "adalora"])
 def test_resume_mid_epoch_equals_uninterrupted(method, tiny_overrides, tmp_path, monkeypatch, one_thread):
     # fixture: 32 rows, batch 8 → 4 steps per epoch; checkpoints at steps 3 (mid-epoch), 4 (epoch end), 6 (mid-epoch)
     overrides = [*tiny_overrides, *method, "trainer.epochs=6", "trainer.checkpoint_every=3"]

@@ -106,7 +106,7 @@ def _test_text(claim: dict) -> str:
 def _context(runs: pd.DataFrame) -> str:
     """A configuration's other settings: its variant label less the size, budget and targets a claim selects on, so
     that only configurations alike in everything else are compared (init=kaiming with init=kaiming)."""
-    return " ".join(re.sub(r"(^|\s)(r|l_p|top|budget)=\S+|\{[^}]*\}", " ", runs.iloc[0]["variant"]).split())
+    return " ".join(re.sub(r"(^|\s)(r|target_r|l_p|top|budget)=\S+|\{[^}]*\}", " ", runs.iloc[0]["variant"]).split())
 
 
 def _label(runs: pd.DataFrame) -> str:
@@ -130,6 +130,8 @@ def evaluate_runs(claim: dict, done: pd.DataFrame) -> list[dict]:
             for _, runs_b in side_b.groupby("variant", sort=True):
                 if set(runs_a["source"]) == set(runs_b["source"]) or _context(runs_a) != _context(runs_b):
                     continue  # the same runs (one budget is `min` and `max`), or other settings differ (init …)
+                if any(str(runs_a.iloc[0][c]) != str(runs_b.iloc[0][c]) for c in claim.get("same", ())):
+                    continue  # the claim compares at one size / one target set only (AdaLoRA vs LoRA)
                 found = evidence.compare(runs_a, runs_b, metric)
                 rows.append(_row(claim, where, _label(runs_a), _label(runs_b), found, metric))
     return rows

@@ -1,8 +1,8 @@
 """Checkpoints that let a run resume after a crash or `kill -9` exactly where it was.
 
 A checkpoint is one file, `checkpoints/step-<step>.pt`, holding everything that decides what training does next: the
-trainable parameters (never the frozen base), optimizer and scheduler state, the RNG states (python, numpy, torch,
-CUDA), the training order (the DataLoader generator as it was when the current epoch began, and how many batches of
+trainable parameters (never the frozen base), the buffers that training changes (AdaLoRA's importance and rank mask),
+optimizer and scheduler state, the RNG states (python, numpy, torch, CUDA), the training order (the DataLoader generator as it was when the current epoch began, and how many batches of
 that epoch are done) and the progress so far (evaluations, the best one and its parameters, losses, cost counters).
 It is written to a temporary file, fsynced and renamed, so a kill leaves the previous checkpoint intact; the newest
 `keep` files stay. It is read with `torch.load(weights_only=True)`: tensors and plain containers only.
@@ -59,6 +59,29 @@ def load_trainable(model, state: dict) -> None:
     with torch.no_grad():
         for name, p in params.items():
             p.copy_(state[name])
+
+
+def _buffers(model) -> dict:
+    """name → (module, attribute) of the buffers that training changes: a module lists them in `training_buffers`
+    (AdaLoRA's importance averages and rank mask, methods/adalora.py)."""
+    return {f"{name}.{b}".lstrip("."): (m, b) for name, m in model.named_modules()
+            for b in getattr(m, "training_buffers", ())}
+
+
+def buffer_state(model) -> dict:
+    """CPU copies of the buffers that training changes, kept in checkpoints beside the trainable parameters."""
+    return {key: getattr(m, b).detach().to("cpu", copy=True) for key, (m, b) in _buffers(model).items()}
+
+
+def load_buffers(model, state: dict) -> None:
+    """Copy saved training buffers into `model`, asserting the exact key set (as `load_trainable`)."""
+    places = _buffers(model)
+    if set(places) != set(state):
+        raise RuntimeError(f"checkpoint does not match the model's training buffers: missing "
+                           f"{sorted(set(places) - set(state))[:3]}, unexpected {sorted(set(state) - set(places))[:3]}")
+    with torch.no_grad():
+        for key, (m, b) in places.items():
+            getattr(m, b).copy_(state[key])
 
 
 class ResumableShuffle(torch.utils.data.Sampler):

@@ -32,7 +32,7 @@ from harness.train.config import TrainerConfig
 from harness.train.state import Diverged, TrainingState, TrainResult
 
 log = logging.getLogger(__name__)
-__all__ = ["Diverged", "TrainResult", "fit", "make_accelerator", "param_groups", "peak_memory_bytes"]
+__all__ = ["Diverged", "StepHooks", "TrainResult", "fit", "make_accelerator", "param_groups", "peak_memory_bytes"]
 
 
 def make_accelerator(tcfg: TrainerConfig):
@@ -64,6 +64,15 @@ def peak_memory_bytes(device) -> int:
 
 
 @dataclass
+class StepHooks:
+    """A method's hooks in each step, bound to its config (methods/__init__.py `Method`): `regularizer(model)` → a loss
+    term or None; `after_step(model, step, total_steps)` after each real optimiser step, before zero_grad."""
+
+    regularizer: Callable | None = None
+    after_step: Callable | None = None
+
+
+@dataclass
 class Setup:
     """The prepared pieces of one training call: model, optimiser, schedule and the seeded, resumable data order."""
 
@@ -79,6 +88,7 @@ class Setup:
     steps_per_epoch: int
     total_steps: int
     epochs: int
+    hooks: StepHooks
     trained_at_eval: float = 0.0   # training seconds (the clock's) at the last evaluation: the epoch line's time
 
     def parts(self) -> dict:
@@ -88,7 +98,7 @@ class Setup:
 
 
 def prepare(model, train_ds, tcfg: TrainerConfig, collate: Callable, seed: int, loss_fn: Callable | None,
-            accelerator=None) -> Setup:
+            accelerator=None, hooks: StepHooks | None = None) -> Setup:
     from transformers import get_linear_schedule_with_warmup
 
     accelerator = accelerator or make_accelerator(tcfg)
@@ -105,23 +115,28 @@ def prepare(model, train_ds, tcfg: TrainerConfig, collate: Callable, seed: int, 
     return Setup(accelerator, model, optimizer, scheduler, loader, sampler, generator,
                  loss_fn or (lambda m, batch: m(**batch).loss), [p for p in model.parameters() if p.requires_grad],
                  steps_per_epoch, total_steps,
-                 math.ceil(total_steps / steps_per_epoch))
+                 math.ceil(total_steps / steps_per_epoch), hooks or StepHooks())
 
 
-def train_step(s: Setup, batch: dict, max_grad_norm: float | None) -> tuple[float, bool, str | None]:
-    """Forward, backward, and (at the end of an accumulation window) clip + optimiser step. Returns (loss, ok,
-    what was non-finite): a non-finite loss is not back-propagated, a non-finite gradient norm skips the step."""
+def train_step(s: Setup, batch: dict, max_grad_norm: float | None, step: int) -> tuple[float, bool, str | None]:
+    """Forward, backward (the task loss plus the method's regulariser, if any), and at the end of an accumulation
+    window: clip, optimiser step `step`, the method's after_step. Returns (task loss, ok, what was non-finite): a
+    non-finite loss is not back-propagated, a non-finite gradient norm skips the step (and after_step)."""
+    hooks, unwrapped = s.hooks, s.accelerator.unwrap_model(s.model)
     with s.accelerator.accumulate(s.model):
         loss = s.loss_fn(s.model, batch)
         value = loss.item()
         finite_loss, norm = math.isfinite(value), None
         if finite_loss:
-            s.accelerator.backward(loss)
+            extra = hooks.regularizer(unwrapped) if hooks.regularizer else None
+            s.accelerator.backward(loss if extra is None else loss + extra)
         if s.accelerator.sync_gradients:
             norm = s.accelerator.clip_grad_norm_(s.trainable, max_grad_norm or math.inf)
         finite_grad = norm is None or bool(torch.isfinite(norm))
         if finite_grad:
             s.optimizer.step()
+            if hooks.after_step and s.accelerator.sync_gradients:
+                hooks.after_step(unwrapped, step, s.total_steps)   # before zero_grad: it may read the gradients
         s.optimizer.zero_grad(set_to_none=True)
     if finite_loss and finite_grad:
         return value, True, None
@@ -216,7 +231,7 @@ def train_epoch(s: Setup, state: TrainingState, tcfg: TrainerConfig, bar, tracke
     t_step = time.perf_counter()
     for batch in s.loader:
         state.batch += 1
-        loss, ok, what = train_step(s, batch, tcfg.max_grad_norm)
+        loss, ok, what = train_step(s, batch, tcfg.max_grad_norm, state.step + 1)
         if ok:
             tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
             state.counters.add(loss, tokens)
@@ -245,13 +260,13 @@ def train_epoch(s: Setup, state: TrainingState, tcfg: TrainerConfig, bar, tracke
 
 def fit(model, train_ds, tcfg: TrainerConfig, *, collate: Callable, evaluate: Callable, headline: str,
         tracker, seed: int, loss_fn: Callable | None = None, accelerator=None, checkpoints: Checkpoints | None = None,
-        on_progress: Callable | None = None) -> TrainResult:
+        on_progress: Callable | None = None, hooks: StepHooks | None = None) -> TrainResult:
     """Train `model` on `train_ds`; `evaluate(model) -> {metric: value}` runs after every epoch (and every
     `eval_every_steps`); the best evaluation on `headline` is kept. With `checkpoints`, training resumes from the
     newest checkpoint there and saves new ones; `on_progress(result)` runs after each evaluation, so that the caller
-    can record the history so far."""
+    can record the history so far. `hooks`: the method's regulariser and after-step hook (StepHooks)."""
     on_progress = on_progress or (lambda result: None)
-    s = prepare(model, train_ds, tcfg, collate, seed, loss_fn, accelerator)
+    s = prepare(model, train_ds, tcfg, collate, seed, loss_fn, accelerator, hooks)
     state = resume(s, tcfg, checkpoints, on_progress)
     s.trained_at_eval = state.clock.train_seconds()
     bar = tqdm(total=s.total_steps, initial=state.step, desc="train", disable=not tcfg.progress, dynamic_ncols=True,

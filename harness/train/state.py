@@ -3,9 +3,9 @@
 A `TrainingState` is the position in the run (optimiser step, epoch, batches of the epoch done), the running counters
 (tokens, the epoch's and the logging window's losses), the clock (training, evaluation and checkpoint seconds, across
 resumes) and the result so far (evaluations, the best one and its parameters, every batch loss). `save` writes it with
-the trainable parameters, optimiser, scheduler, RNG states and the epoch's shuffle state into one checkpoint
-(harness/train/checkpoint.py); `restore` puts all of it back so that, on CPU, a resumed run ends with the same numbers
-as one that was never interrupted.
+the trainable parameters (and the buffers training changes), optimiser, scheduler, RNG states and the epoch's shuffle
+state into one checkpoint (harness/train/checkpoint.py); `restore` puts all of it back so that, on CPU, a resumed run
+ends with the same numbers as one that was never interrupted.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from harness.train.checkpoint import Checkpoints, load_trainable, rng_states, set_rng_states, trainable_state
+from harness.train.checkpoint import (Checkpoints, buffer_state, load_buffers, load_trainable, rng_states,
+                                      set_rng_states, trainable_state)
 
 
 class Diverged(RuntimeError):
@@ -97,7 +98,7 @@ class TrainingState:
         since = time.perf_counter()
         checkpoints.save({
             "step": self.step, "epoch": next_epoch, "batch": next_batch, "epoch_generator": epoch_generator,
-            "rng": rng_states(), "model": trainable_state(parts["model"]),
+            "rng": rng_states(), "model": trainable_state(parts["model"]), "buffers": buffer_state(parts["model"]),
             "optimizer": parts["optimizer"].state_dict(), "scheduler": parts["scheduler"].state_dict(),
             "progress": {key: getattr(self.result, key) for key in TrainResult.PROGRESS},
             "best_state": self.result.best_state,
@@ -109,6 +110,7 @@ class TrainingState:
         """The state a checkpoint holds, put back into the model, optimizer, scheduler and the shuffle generator.
         RNG states are restored by `resume_rng` last, after any other draw."""
         load_trainable(parts["model"], saved["model"])
+        load_buffers(parts["model"], saved.get("buffers", {}))   # older checkpoints: none (no method had any)
         parts["optimizer"].load_state_dict(saved["optimizer"])
         parts["scheduler"].load_state_dict(saved["scheduler"])
         result = TrainResult(**{key: saved["progress"].get(key) for key in TrainResult.PROGRESS},
