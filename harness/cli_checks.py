@@ -12,7 +12,8 @@ from omegaconf import DictConfig, OmegaConf
 from harness import catalog
 from harness.errors import unknown_choice
 
-GROUPS = ("model", "task", "method", "trainer", "tracker", "experiment", "sweep")   # chosen as group=choice
+# Chosen as group=choice.
+GROUPS = ("model", "task", "method", "trainer", "tracker", "experiment", "sweep", "protocol")
 OTHER_CONFIG = ("--config-dir", "-cd", "--config-path", "-cp", "hydra.searchpath")  # choices we cannot list
 
 

@@ -7,6 +7,8 @@
     loss_never_fell        the training loss at the end (mean of the last 10% of batches) is not below the loss at the
                            start (mean of the first 10%)
     nonfinite_batches_skipped   some batches had a non-finite loss or gradient and were skipped (trainer.nonfinite_retries)
+    protocol_deviation     (set by the runner) the run asked for the paper's protocol (+protocol=paper) and a
+                           command-line override deviates from it (harness/protocols)
 
 and for generation tasks, from the generations behind the reported metrics (`generation_stats`):
 

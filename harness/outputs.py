@@ -23,9 +23,14 @@ FAILURES_ENV = "HARNESS_FAILURES_FILE"
 
 
 def _run_id(*, _root_) -> str:
-    """`${run_id:}`: the identity of the configuration being composed (everything but the `hydra` node)."""
+    """`${run_id:}`: the identity of the configuration being composed (everything but the `hydra` node), with its
+    protocol's values applied as the run will apply them (harness/protocols: the command line's overrides win)."""
+    from harness import protocols
+
     config = OmegaConf.masked_copy(_root_, [key for key in _root_ if key != "hydra"])
-    return results.run_id(OmegaConf.to_container(config, resolve=True))
+    overrides = OmegaConf.select(_root_, "hydra.overrides.task", default=None)
+    prepared = protocols.prepare(OmegaConf.to_container(config, resolve=True), overrides or ())
+    return results.run_id(prepared.config)
 
 
 def _coalesce(*values):

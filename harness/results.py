@@ -50,12 +50,26 @@ def unflatten(flat: dict, sep: str = ".") -> dict:
 # (and never split a report's rows).
 DISPLAY_KEYS = {"method": ("label", "order", "save_delta", "delta_types", "delta_dtype"), "task": ("label", "report"),
                 "tracker": ("system_stats",)}
+# Keys added after records existed whose null default means "not used": left out of the config (and so of the identity
+# and the record) while null, so that the runs made before them keep their run_id and read the same in reports.
+ABSENT_WHEN_NULL = {"method": ("init_from",), "trainer": ("warmup_steps",)}
+
+
+def canonical(config: dict) -> dict:
+    """`config` without the ABSENT_WHEN_NULL keys that are null (a shallow copy where one is dropped)."""
+    out = dict(config)
+    for group, keys in ABSENT_WHEN_NULL.items():
+        node = out.get(group)
+        if isinstance(node, dict) and any(k in node and node[k] is None for k in keys):
+            out[group] = {k: v for k, v in node.items() if not (k in keys and v is None)}
+    return out
 
 
 def run_id(config: dict) -> str:
     """A run's identity: the hash of its resolved config, minus where it writes, how it reports progress (the trainer
-    keys marked identity=False in harness/train/config.py) and how reports label it."""
-    ident = json.loads(json.dumps(config, default=str))
+    keys marked identity=False in harness/train/config.py), how reports label it, and the null keys of
+    ABSENT_WHEN_NULL."""
+    ident = json.loads(json.dumps(canonical(config), default=str))
     for key in ("hydra", "skip_completed", "resume", "rerun", "overwrite"):
         ident.pop(key, None)
     for key in NOT_IDENTITY:

@@ -23,9 +23,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness import faults, flags, outputs, results, tasks, validate
+from harness import faults, flags, init_from, outputs, protocols, results, tasks, validate
 from harness.io import write_atomic, write_json_atomic
 from harness.models.info import ModelInfo
+from harness.protocols import effective
 from harness.tracking import NullTracker, make_tracker, run_tags
 from harness.train.checkpoint import Checkpoints
 from harness.train.loop import Diverged, StepHooks, TrainResult, fit
@@ -45,6 +46,7 @@ class Session:
     lock: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     holding: bool = False
     previous: dict | None = None      # the folder's record of this run from an earlier attempt (resuming), if any
+    problems: list = field(default_factory=list)   # found before the session (the protocol's), reported at validation
 
     @property
     def record_path(self) -> Path:
@@ -82,7 +84,7 @@ def metrics_of(result: TrainResult, headline: str) -> dict:
 def open_run(s: Session) -> tuple[validate.Checked, Checkpoints] | None:
     """Validate, lock, and decide resume vs fresh start; None when the run is to be skipped (completed meanwhile)."""
     try:  # everything cheap, before any data or model loads: fail at start-up, not after an hour of training
-        checked = validate.check(s.config, s.output_dir)
+        checked = validate.check(s.config, s.output_dir, s.problems)
     finally:  # a record, even a failed one, is written only by the process that holds the folder
         s.holding = s.output_dir.is_dir() and s.lock.enter_context(outputs.hold(s.output_dir))
     if not s.holding:
@@ -135,6 +137,23 @@ def adapt(s: Session, checked: validate.Checked, model) -> tuple[torch.nn.Module
     return model, method_cfg, info
 
 
+def settle(s: Session, checked: validate.Checked, model, info: ModelInfo, n_train: int) -> None:
+    """Start from another run's parameters (method.init_from: harness/init_from.py), then record what the run really
+    does (`effective`: global batch, α, warm-up steps, ...) and how that compares with its protocol (`protocol`)."""
+    init = None
+    if checked.init_from:
+        init = init_from.load(model, info, *checked.init_from, s.config["method"]["init_from"])
+        s.record["provenance"]["init_from"] = init
+        log.info("method.init_from: %s (%s, %d tensors; head: %s loaded, %s left)", init["run_dir"], init["task"],
+                 init["tensors"], init["head_loaded"], init["head_skipped"])
+    s.record["effective"] = effective.settings(s.record["config"], n_train, init)
+    if s.record.get("protocol"):  # asked for (+protocol=...): what it applied, and the deviations
+        s.record["protocol"].update(protocols.check(s.record["model"], s.record["task"], s.record["method"],
+                                                    s.record["effective"], protocols.spec_of(s.config)) or {})
+        for line in map(protocols.describe, s.record["protocol"]["deviations"]):
+            log.warning("protocol %s: deviates in %s", s.record["protocol"]["name"], line)
+
+
 def start_tracking(s: Session, method_name: str) -> None:
     s.tracker = make_tracker(s.config["tracker"], config=s.record["config"], output_dir=s.output_dir,
                              run_id=s.record["run_id"], job_type=method_name, tags=run_tags(s.record["config"]))
@@ -177,6 +196,7 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
     s.write()  # the data's checksums on disk before any checkpoint: a resume compares them
     torch.manual_seed(s.config["seed"])  # the task head's initialisation draws from torch's RNG
     model, method_cfg, info = adapt(s, checked, pipeline.build_model())
+    settle(s, checked, model, info, len(pipeline.train))
     start_tracking(s, method.name)
     result = train(s, checked, checkpoints, pipeline, model, method_cfg)
     record["metrics"], record["cost"] = metrics_of(result, task.headline), result.cost
@@ -192,7 +212,7 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
             s.tracker.artifact(s.output_dir / "adapter", record)
     stats = result.best_stats or record["metrics"].get("generation_stats")   # a generation task's: its outputs'
     record["flags"] = flags.flags(task.headline, record["metrics"]["best"], stats, result.losses,
-                                  result.nonfinite_skipped)
+                                  result.nonfinite_skipped) + protocols.flags(record.get("protocol"))
     if record["flags"]:
         log.warning("run flagged: %s", ", ".join(record["flags"]))
     record["status"] = "completed"
@@ -239,11 +259,15 @@ def close(s: Session) -> None:
         s.lock.close()
 
 
-def run(cfg: DictConfig, output_dir: str | Path) -> dict:
+def run(cfg: DictConfig, output_dir: str | Path, overrides: list[str] | None = None) -> dict:
     """Train and evaluate one configuration; returns the run record (also written to `output_dir/run.json`).
-    Resumes from the folder's checkpoints when its run.json is this run's (same run_id) and did not complete."""
-    config = OmegaConf.to_container(cfg, resolve=True)
-    s = Session(config, results.new_record(config, Path(output_dir)), Path(output_dir))
+    Resumes from the folder's checkpoints when its run.json is this run's (same run_id) and did not complete.
+    `overrides`: the command line's (Hydra's own when None): they win over a protocol (`+protocol=paper`)."""
+    prepared = protocols.prepare(OmegaConf.to_container(cfg, resolve=True), protocols.command_line(overrides))
+    config = results.canonical(prepared.config)
+    s = Session(config, results.new_record(config, Path(output_dir)), Path(output_dir), problems=prepared.problems)
+    if prepared.info:
+        s.record["protocol"] = prepared.info
     s.record["resumes"] = []  # {step, epoch, batch, at}: each checkpoint this run went on from, and when
     previous = results.read_record(s.record_path)
     if skip(previous, s.record, config):  # before any work

@@ -9,6 +9,9 @@ reported at once, one line each, naming the key or path and the valid choices (e
     model          the source resolver's check (harness/models/source.py): source keys, installed package, GGUF file
     top level      seed ≥ 0, skip_completed and resume booleans; tracker name and mode
     data           the dataset module's `check_data(task)` (GLUE: each split's file is present and not empty)
+    protocol       `+protocol=paper`: a cell the protocol covers, the values the notes lack given (harness/protocols)
+    init_from      `method.init_from`: one completed run of the same model and method found there, its parameters
+                   matching this run's method parameters key for key (checked on the skeleton, below)
     output         the output folder can be created and written to
     method × model the method is applied to a weightless skeleton of the model the task will build (meta device: no
                    weights are read; its config comes from the package folder, the tiny mapping, the GGUF file's
@@ -24,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import methods
-from harness import tasks
+from harness import init_from, tasks
 from harness.errors import ConfigError, HarnessError, unknown_choice
 from harness.models import source
 from harness.models.classifier import pooling_of
@@ -51,6 +54,7 @@ class Checked:
     method: methods.Method
     method_cfg: object             # the method's Config (its size not yet fitted to a budget)
     task: TaskConfig
+    init_from: tuple | None = None  # (folder, record) of the run that method.init_from starts from
 
 
 def check_model(model: dict) -> None:
@@ -146,9 +150,10 @@ def check_trains_something(net, info: ModelInfo, method_name: str) -> None:
                           "choose another method for this model")
 
 
-def check_method_on_model(method, method_cfg, task: TaskConfig, model: dict, trainer: TrainerConfig) -> None:
+def check_method_on_model(method, method_cfg, task: TaskConfig, model: dict, trainer: TrainerConfig,
+                          source: tuple | None = None, spec=None) -> None:
     """Apply the method to a weightless skeleton of the model the task builds (budget fitted first, as the run will),
-    and check the lengths against the model's positions."""
+    check the lengths against the model's positions, and the parameters of the run it starts from (`source`)."""
     import torch
 
     try:
@@ -160,15 +165,18 @@ def check_method_on_model(method, method_cfg, task: TaskConfig, model: dict, tra
             net = method.apply(net, method.sized(method_cfg, info, net), info)
         check_lengths(trainer, net, model)
         check_trains_something(net, info, method.name)
+        if source:
+            init_from.check(net, info, source[0], spec)
     except HarnessError:
         raise
     except Exception as exc:  # not a config problem the skeleton can prove; the real apply will tell
         log.debug("method %s on a skeleton of %s: %s: %s", method.name, model.get("name"), type(exc).__name__, exc)
 
 
-def check(config: dict, output_dir: str | Path) -> Checked:
-    """Every start-up check; raises ValidationError listing all problems, or returns what the run needs."""
-    problems: list[str] = []
+def check(config: dict, output_dir: str | Path, found: list[str] = ()) -> Checked:
+    """Every start-up check; raises ValidationError listing all problems (`found`: those found before, the protocol's),
+    or returns what the run needs."""
+    problems: list[str] = list(found)
 
     def attempt(fn, *args):
         try:
@@ -191,8 +199,10 @@ def check(config: dict, output_dir: str | Path) -> Checked:
         problems += attempt(check_data, task) or []
     attempt(check_output_dir, Path(output_dir))
     attempt(check_cache_dir, trainer)
+    source = attempt(init_from.resolve, config)
     if built and task and model_ok and not problems:
-        attempt(check_method_on_model, *built, task, config["model"], trainer)
+        attempt(check_method_on_model, *built, task, config["model"], trainer, source,
+                (config.get("method") or {}).get("init_from"))
     if problems:
         raise ValidationError(problems)
-    return Checked(trainer, built[0], built[1], task)
+    return Checked(trainer, built[0], built[1], task, source)

@@ -38,8 +38,9 @@ from typing import Callable
 
 from harness.errors import ConfigError, unknown_choice
 
-# Keys every method yaml may carry that are not the method's own hyper-parameters (label and order: how reports show it).
-COMMON_KEYS = {"name", "lr", "budget", "label", "order"}
+# Keys every method yaml may carry that are not the method's own hyper-parameters (label and order: how reports show it;
+# init_from: the run whose parameters it starts from, harness/init_from.py).
+COMMON_KEYS = {"name", "lr", "budget", "label", "order", "init_from"}
 log = logging.getLogger("harness")
 
 

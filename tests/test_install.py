@@ -19,7 +19,8 @@ def test_the_built_wheel_carries_the_config_and_composes_from_it(tmp_path):
         names = set(archive.namelist())
         archive.extractall(tmp_path / "site")
     for path in ("harness/conf/config.yaml", "harness/conf/model/arch/bert.yaml", "harness/conf/task/glue/sst2.yaml",
-                 "harness/conf/sweep/glue_table2_cpu.yaml", "harness/report/paper_numbers.yaml"):
+                 "harness/conf/sweep/glue_table2_cpu.yaml", "harness/report/paper_numbers.yaml",
+                 "harness/conf/protocol/paper.yaml", "harness/protocols/paper.yaml"):
         assert path in names
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     shown = subprocess.run([sys.executable, "-m", "harness.run", "--cfg", "job", "model=tiny-bert", "task=glue/rte"],

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analyze.report import report_section
-from harness.report import claims, layouts, plots, scorecard, sections, tables
+from harness.report import claims, layouts, plots, protocol_check, scorecard, sections, tables
 from harness.report.facts import tasks_in
 from harness.results import load_runs
 from harness.report.records import (find_run_files, load_records, records_to_frame, variant_of, wandb_records,
@@ -44,6 +44,8 @@ CLAIM_NOTES = ["Each of the paper's claims (harness/report/claims.yaml) on the r
 SCORECARD_NOTES = ["ours and paper on the paper's scale (×100 except NIST, CIDEr); diff = ours − paper.",
                    "comparable: yes only when model, data size, evaluation set and budget match; why lists every "
                    "difference, including caveats that do not disqualify."]
+PROTOCOL_NOTE = ["A row whose runs record their effective settings is comparable only when they follow the paper's "
+                 "protocol for the cell in every setting (see the protocol check)."]
 
 
 def _write(path, text):
@@ -83,13 +85,15 @@ def _paper_tables(agg, tasks, runs):
     return grids
 
 
-def _scorecard_table(agg, tasks):
-    """The absolute comparison with the paper's numbers: in the table only the rows where model, data and budget
-    match (comparable); every row in its CSV."""
-    card = scorecard.scorecard(agg, tasks) if not agg.empty else pd.DataFrame(columns=scorecard.COLUMNS)
+def _scorecard_table(agg, tasks, runs):
+    """The absolute comparison with the paper's numbers: in the table only the rows where model, data, budget and (for
+    runs that record their effective settings) the paper's training protocol match (comparable); every row in its CSV."""
+    checked = protocol_check.by_cell(runs) if not runs.empty else {}
+    card = scorecard.scorecard(agg, tasks, checked) if not agg.empty else pd.DataFrame(columns=scorecard.COLUMNS)
     comparable = card[card["comparable"] == "yes"]
-    notes = SCORECARD_NOTES + [f"{len(comparable)} of {len(card)} rows are comparable; scorecard.csv lists all {len(card)} "
-                               "with why the others are not."]
+    notes = SCORECARD_NOTES + (PROTOCOL_NOTE if checked else []) + [
+        f"{len(comparable)} of {len(card)} rows are comparable; scorecard.csv lists all {len(card)} with why the others "
+        "are not."]
     score = tables.frame_table(scorecard.display(comparable), "Paper numbers, where the setups match", "scorecard",
                                notes)
     score["csv"], score["tex_columns"] = card, "lllllrlrrlllrrrlp{6cm}"  # `why` wraps
@@ -112,7 +116,7 @@ def write_report(runs, problems, unmatched, out, formats=FORMATS, benches=(), la
     out, tasks = Path(out), tasks_in(runs)
     agg = tables.aggregate(runs) if not runs.empty else pd.DataFrame(columns=tables.GROUP_KEY + ["metric", "headline"])
     card = _claims_table(runs, benches)
-    grids, score = [card] + _paper_tables(agg, tasks, runs), _scorecard_table(agg, tasks)
+    grids, score = [card] + _paper_tables(agg, tasks, runs), _scorecard_table(agg, tasks, runs)
     grids += layouts.layout_tables(agg, runs, tasks) + layouts.latency_tables(latency)
     # only runs whose folders kept LoRA adapters or full FT's ΔW
     analysis_tables, analysis_plots = report_section(runs, out / "plots") if analysis else ([], [])
@@ -122,7 +126,8 @@ def write_report(runs, problems, unmatched, out, formats=FORMATS, benches=(), la
     _write(out / "runs.csv", runs_csv(runs))
     figures, skipped = plots.make_plots(runs, out / "plots", tasks) if not runs.empty else ([], ["no runs"])
     figures += analysis_plots
-    side = sections.side_sections(runs, grids, problems + [(p, "matched no file") for p in unmatched])
+    side = protocol_check.check_table(runs) + sections.side_sections(
+        runs, grids, problems + [(p, "matched no file") for p in unmatched])
     index = _index(runs, grids, score, side, figures, skipped)
     _write(out / "README.md", index)
     if "html" in formats:

@@ -5,7 +5,8 @@ Where the paper has several rows for one model (Adpt^D at 0.3M and 0.9M; LoRA wi
 the one closest to ours in trainable parameters, then the paper's main setup (no * / † marker).
 
 `comparable` is "yes" only when nothing that changes the number differs (model, training-data size, evaluation subset,
-parameter budget); `why` lists every difference, including the caveats that do not disqualify a row (fewer seeds, prior-
+parameter budget, and for runs that record their effective settings the paper's training protocol: protocol_check.py);
+`why` lists every difference, including the caveats that do not disqualify a row (fewer seeds, prior-
 work numbers, our implementation through another library), so that a reader never has to guess.
 """
 import math
@@ -13,7 +14,7 @@ import math
 import pandas as pd
 
 from harness.report import paper
-from harness.report.tables import fmt_num, fmt_params, scale_of, sort_configs
+from harness.report.tables import GROUP_KEY, fmt_num, fmt_params, scale_of, sort_configs
 
 COLUMNS = ["task", "metric", "model", "method", "variant", "n", "stat", "ours", "paper_table", "paper_model",
            "paper_method", "paper_params", "paper", "paper_std", "diff", "comparable", "why"]
@@ -70,19 +71,23 @@ def _differences(cell, entry):
     return reasons, caveats
 
 
-def scorecard(agg, tasks):
+def scorecard(agg, tasks, protocol=None):
     """A DataFrame with COLUMNS; `ours`, `paper` and `diff` on the paper's scale (×100 except NIST / CIDEr). `tasks`
-    (task → facts.task_view) gives the row order."""
+    (task → facts.task_view) gives the row order; `protocol` (protocol_check.by_cell: table cell → (reasons,
+    caveats)) the protocol check's findings, which count against the paper's row of the same model."""
     rows = []
     for _, cell in agg.iterrows():
         if cell["task_family"] == "glue" and not cell["headline"]:
             continue
+        found = (protocol or {}).get(tuple(cell[k] for k in GROUP_KEY), ([], []))
         for entry in _pick(cell):
             # Table 3 reports the mean of 3 seeds; Table 2 the median of 5: compare like with like.
             stat = "mean" if entry["table"] == 3 else "median"
             factor, _ = scale_of(cell["metric"])
             ours = round(cell[stat] * factor, 6)
             reasons, caveats = _differences(cell, entry)
+            if paper.MODEL_NAMES.get(cell["model"]) == entry["model"]:
+                reasons, caveats = reasons + found[0], caveats + found[1]
             rows.append({"task": cell["task"], "metric": cell["metric"], "model": cell["model"],
                          "method": cell["method"], "variant": cell["variant"], "n": cell["n"], "stat": stat,
                          "ours": ours, "paper_table": entry["table"], "paper_model": entry["model"],

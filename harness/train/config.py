@@ -34,6 +34,7 @@ class TrainerConfig:
     eval_batch_size: int = _mark(128, above=0)
     grad_accum: int = _mark(1, above=0, score=True)
     warmup_ratio: float = _mark(0.06, float, low=0, below=1, score=True)
+    warmup_steps: int | None = _mark(None, low=0, nullable=True, score=True)   # set: used instead of warmup_ratio
     weight_decay: float = _mark(0.01, float, low=0, score=True)
     max_grad_norm: float | None = _mark(1.0, float, above=0, nullable=True, score=True)   # null: no clipping
     # ≥ 8: room for a sentence between the special tokens; the model's own limit is checked at start-up

@@ -108,7 +108,8 @@ def prepare(model, train_ds, tcfg: TrainerConfig, collate: Callable, seed: int, 
     steps_per_epoch = math.ceil(len(loader) / tcfg.grad_accum)
     total_steps = tcfg.max_steps or tcfg.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(tcfg.warmup_ratio * total_steps), total_steps)
+    warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else round(tcfg.warmup_ratio * total_steps)
+    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(accelerator.device)
