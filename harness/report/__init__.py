@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from harness.report import claims, layouts, plots, scorecard, sections, tables
+from harness.report import claims, cost, layouts, plots, scorecard, sections, tables
 from harness.report.facts import tasks_in
 from harness.results import load_runs
 from harness.report.records import (find_run_files, load_records, records_to_frame, variant_of, wandb_records,
@@ -112,6 +112,7 @@ def write_report(runs, problems, unmatched, out, formats=FORMATS, benches=(), la
     card = _claims_table(runs, benches)
     grids, score = [card] + _paper_tables(agg, tasks, runs), _scorecard_table(agg, tasks)
     grids += layouts.layout_tables(agg, runs, tasks) + layouts.latency_tables(latency)
+    grids += [table for table in [cost.cost_table(runs)] if table]   # only where records counted their FLOPs
     write_tables(grids + [score], out, formats)
     _write(out / "aggregate.csv", _csv(agg.drop(columns=["variant_size"], errors="ignore")))
     _write(out / "runs.csv", runs_csv(runs))
