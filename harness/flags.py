@@ -31,12 +31,15 @@ class Evaluation(dict):
     """{metric: value}, plus `stats` about the headline split's predictions: `distinct_predictions`, and for labels
     `majority_rate` (share of the most frequent label) and `positive_rate` (share of label 1), or for regression
     `prediction_std`; and `predictions`, the headline split's per-example rows ({id, label, prediction, scores}) that
-    the run keeps for its best epoch (predictions.jsonl.gz: intervals and paired comparisons read them)."""
+    the run keeps for its best epoch (predictions.jsonl.gz: intervals and paired comparisons read them); and
+    `examples`, how many examples it evaluated (every split: the record's evaluation examples per second)."""
 
-    def __init__(self, metrics: dict, stats: dict | None = None, predictions: list[dict] | None = None):
+    def __init__(self, metrics: dict, stats: dict | None = None, predictions: list[dict] | None = None,
+                 examples: int | None = None):
         super().__init__(metrics)
         self.stats = stats or {}
         self.predictions = predictions
+        self.examples = examples
 
 
 def prediction_stats(preds, labels, regression: bool) -> dict:

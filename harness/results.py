@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from harness.io import read_json
-from harness.train.config import NOT_IDENTITY
+from harness.train.config import IDENTITY_UNLESS_DEFAULT, NOT_IDENTITY
 
 SCHEMA_VERSION = 1
 PACKAGES = ("torch", "transformers", "datasets", "accelerate", "peft", "hydra-core", "wandb", "numpy", "scikit-learn",
@@ -67,13 +67,17 @@ def canonical(config: dict) -> dict:
 
 def run_id(config: dict) -> str:
     """A run's identity: the hash of its resolved config, minus where it writes, how it reports progress (the trainer
-    keys marked identity=False in harness/train/config.py), how reports label it, and the null keys of
-    ABSENT_WHEN_NULL."""
+    keys marked identity=False in harness/train/config.py), the later-added trainer keys while at their default
+    (identity="unless_default"), how reports label it, and the null keys of ABSENT_WHEN_NULL."""
     ident = json.loads(json.dumps(canonical(config), default=str))
     for key in ("hydra", "skip_completed", "resume", "rerun", "overwrite"):
         ident.pop(key, None)
+    trainer = ident.get("trainer") or {}
     for key in NOT_IDENTITY:
-        ident.get("trainer", {}).pop(key, None)
+        trainer.pop(key, None)
+    for key, default in IDENTITY_UNLESS_DEFAULT.items():
+        if trainer.get(key, default) == default:
+            trainer.pop(key, None)
     for group, keys in DISPLAY_KEYS.items():
         for key in keys:
             (ident.get(group) or {}).pop(key, None)

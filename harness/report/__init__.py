@@ -24,6 +24,7 @@ import pandas as pd
 
 from harness.analyze.report import report_section
 from harness.report import claims, layouts, plots, protocol_check, scorecard, sections, tables
+from harness.report import claims, cost, layouts, plots, scorecard, sections, tables
 from harness.report.facts import tasks_in
 from harness.results import load_runs
 from harness.report.records import (find_run_files, load_records, records_to_frame, variant_of, wandb_records,
@@ -118,9 +119,7 @@ def write_report(runs, problems, unmatched, out, formats=FORMATS, benches=(), la
     card = _claims_table(runs, benches)
     grids, score = [card] + _paper_tables(agg, tasks, runs), _scorecard_table(agg, tasks, runs)
     grids += layouts.layout_tables(agg, runs, tasks) + layouts.latency_tables(latency)
-    # only runs whose folders kept LoRA adapters or full FT's ΔW
-    analysis_tables, analysis_plots = report_section(runs, out / "plots") if analysis else ([], [])
-    grids += analysis_tables
+    grids += [table for table in [cost.cost_table(runs)] if table]   # only where records counted their FLOPs
     write_tables(grids + [score], out, formats)
     _write(out / "aggregate.csv", _csv(agg.drop(columns=["variant_size"], errors="ignore")))
     _write(out / "runs.csv", runs_csv(runs))

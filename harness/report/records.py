@@ -11,7 +11,7 @@ import pandas as pd
 
 from harness import results
 from harness.report.facts import size_key, size_param, task_view
-from harness.train.config import SCORE_KEYS
+from harness.train.config import IDENTITY_UNLESS_DEFAULT, SCORE_KEYS
 
 REQUIRED = ("status", "model", "task", "method")
 TARGET_ORDER = ("q", "k", "v", "o", "mlp")
@@ -89,6 +89,10 @@ def add_varying_settings(frame):
     """Settings that differ between completed runs of one method (an alpha or learning-rate sweep, another pooling,
     another label smoothing) join its variant label, so that such runs form separate rows instead of being pooled as
     if they were seeds."""
+    for key, default in IDENTITY_UNLESS_DEFAULT.items():   # a record from before the key existed ran at its default
+        column = f"config.trainer.{key}"
+        if column in frame:
+            frame[column] = [default if pd.isna(v) else v for v in frame[column]]
     done = frame[frame["status"] == "completed"]
     settings = sorted(c for c in frame.columns if c.startswith("config.method."))
     scoring = score_settings(frame)

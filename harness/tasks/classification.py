@@ -28,7 +28,7 @@ from harness.models.classifier import head_config, load_classifier
 from harness.models.source import load_tokenizer, skeleton
 from harness.tasks.config import dataset_module
 from harness.stats import bootstrap_interval
-from harness.tasks.pipeline import Pipeline, seeded_subset, subset_indices
+from harness.tasks.pipeline import Pipeline, length_order, seeded_subset, subset_indices
 
 CACHE_VERSION = 1
 
@@ -99,22 +99,42 @@ def load_splits(task, tokenizer, tcfg) -> tuple[datasets.Dataset, dict, dict, di
     return train, evals, ids, provenance
 
 
+SORT_BY_LENGTH = True   # evaluation batches of similar length; tests turn it off to show that no number changes
+
+
+def by_length(ds) -> tuple[datasets.Dataset, torch.Tensor]:
+    """`ds` in increasing length (harness/tasks/pipeline.py: length_order), and where each of its examples went:
+    `sorted_rows[back]` are the rows in `ds`'s own order again."""
+    order = length_order([len(ids) for ids in ds["input_ids"]]) if SORT_BY_LENGTH else list(range(len(ds)))
+    back = torch.empty(len(order), dtype=torch.long)
+    back[torch.tensor(order, dtype=torch.long)] = torch.arange(len(order))
+    return ds.select(order), back
+
+
+def split_logits(model, ds, back: torch.Tensor, batch_size: int, collate, bar: dict) -> tuple:
+    """(logits, labels) of every example of the length-sorted `ds`, in the split's original order (`back`), so that
+    the per-example rows and every metric are those of an unsorted evaluation (tests/test_eval_throughput.py)."""
+    device = next(model.parameters()).device
+    logits, labels = [], []
+    for batch in tqdm(torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate), **bar):
+        labels.append(batch.pop("labels"))
+        logits.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
+    return torch.cat(logits)[back], torch.cat(labels)[back]
+
+
 def evaluator(task, evals: dict, batch_size: int, collate, ids: dict, progress: bool = False):
     """model → Evaluation: every eval split scored (the first unprefixed), with the first split's prediction
     statistics (flags), per-example rows {id, label, prediction, scores} (`ids`: each row's index in its split) and
-    its loss (`.loss`: cross-entropy, or mean squared error for regression, as the model's own loss)."""
+    its loss (`.loss`: cross-entropy, or mean squared error for regression, as the model's own loss). Batches are
+    sorted by length (less padding); results are put back in the split's order."""
     regression = task.labels is None
+    sorted_evals = {split: by_length(ds) for split, ds in evals.items()}
 
     def evaluate(model) -> Evaluation:
-        device = next(model.parameters()).device
         out, stats, rows, loss = {}, {}, None, None
-        for i, (split, ds) in enumerate(evals.items()):
-            logits, labels = [], []
-            batches = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=collate)
-            for batch in tqdm(batches, desc=f"eval {split}", leave=False, disable=not progress, dynamic_ncols=True):
-                labels.append(batch.pop("labels"))
-                logits.append(model(**{k: v.to(device) for k, v in batch.items()}).logits.float().cpu())
-            logits, labels = torch.cat(logits), torch.cat(labels)
+        for i, (split, (ds, back)) in enumerate(sorted_evals.items()):
+            bar = {"desc": f"eval {split}", "leave": False, "disable": not progress, "dynamic_ncols": True}
+            logits, labels = split_logits(model, ds, back, batch_size, collate, bar)
             preds = (logits.squeeze(-1) if regression else logits.argmax(-1)).numpy()
             scores = glue_metrics.compute(task.metrics, preds, labels.numpy())
             out.update({(k if i == 0 else f"{split}/{k}"): v for k, v in scores.items()})
@@ -122,7 +142,7 @@ def evaluator(task, evals: dict, batch_size: int, collate, ids: dict, progress: 
                 stats = prediction_stats(preds, labels.numpy(), regression)
                 rows = prediction_rows(ids[split], labels.numpy(), preds, logits)
                 loss = eval_loss(logits, labels, regression)
-        evaluation = Evaluation(out, stats, rows)
+        evaluation = Evaluation(out, stats, rows, examples=sum(len(ds) for ds in evals.values()))
         evaluation.loss = loss
         return evaluation
 

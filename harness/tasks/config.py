@@ -48,7 +48,8 @@ class GenerationConfig:
 
         beams = dict(num_beams=self.num_beams, length_penalty=self.length_penalty) if self.num_beams > 1 else {}
         return HFGenerationConfig(max_new_tokens=self.max_new_tokens, do_sample=False, eos_token_id=eos,
-                                  pad_token_id=pad, no_repeat_ngram_size=self.no_repeat_ngram_size, **beams)
+                                  pad_token_id=pad, no_repeat_ngram_size=self.no_repeat_ngram_size, use_cache=True,
+                                  **beams)
 
 
 @dataclass

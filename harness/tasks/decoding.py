@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from harness.errors import DataError
 from harness.models.causal_lm import special_ids
-from harness.tasks.pipeline import seeded_subset
+from harness.tasks.pipeline import length_order, seeded_subset
 from methods.prefix import prefix_positions
 
 log = logging.getLogger("harness")
@@ -101,13 +101,23 @@ def one_line(text: str) -> str:
     return next((line for line in lines if line), "")
 
 
+def new_tokens(rows: torch.Tensor, eos: int) -> int:
+    """Tokens decoded in `rows` (the generated part of `generate`'s output): each row up to and including its first
+    EOS, the positions after it being padding."""
+    ended = rows == eos
+    first = torch.where(ended.any(1), ended.int().argmax(1) + 1, torch.full_like(rows[:, 0], rows.shape[1]))
+    return int(first.sum())
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], gcfg, progress: bool = True) -> list[str]:
-    """Decode every prompt, in batches of similar length (left padding, so all continue at the same position)."""
+def generate(model, tokenizer, prompts: list[str], gcfg, progress: bool = True, counts: dict | None = None) -> list[str]:
+    """Decode every prompt, in batches of similar length (left padding, so all continue at the same position), each
+    step reading the keys and values of the earlier positions from the KV cache (`use_cache`); `counts["tokens"]`,
+    when given, gains the number of tokens decoded."""
     eos, pad = special_ids(tokenizer)
     device = next(model.parameters()).device
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    order = length_order([len(ids) for ids in encoded])
     outputs: list[str] = [""] * len(prompts)
     hf_cfg = gcfg.hf(eos, pad)
     bar = tqdm(total=len(prompts), desc="generate", disable=not progress, dynamic_ncols=True, mininterval=1.0)
@@ -119,6 +129,8 @@ def generate(model, tokenizer, prompts: list[str], gcfg, progress: bool = True) 
         out = model.generate(input_ids=ids, attention_mask=mask, generation_config=hf_cfg)
         for i, row in zip(chunk, out[:, width:]):
             outputs[i] = one_line(tokenizer.decode(row, skip_special_tokens=True))
+        if counts is not None:
+            counts["tokens"] = counts.get("tokens", 0) + new_tokens(out[:, width:], eos)
         bar.update(len(chunk))
     bar.close()
     return outputs

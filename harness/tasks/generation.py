@@ -23,6 +23,7 @@ A generation dataset module (harness/tasks/e2e.py is one) gives:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -85,16 +86,27 @@ class Decoder:
     best: dict = field(default_factory=dict)
     generations: list[str] | None = None       # behind `best`
     latest: list[str] | None = None            # of the latest call
+    work: dict = field(default_factory=lambda: {"seconds": 0.0, "items": 0, "tokens": 0})   # every call's, summed
 
     def __call__(self, model) -> dict:
         was_training = model.training
         model.eval()
-        outputs = decoding.generate(model, self.tokenizer, self.data.prompts, self.gcfg, self.progress)
+        since = time.perf_counter()
+        outputs = decoding.generate(model, self.tokenizer, self.data.prompts, self.gcfg, self.progress, self.work)
+        self.work["seconds"] += time.perf_counter() - since
+        self.work["items"] += len(outputs)
         model.train(was_training)
         scores, self.latest = self.data.score(outputs), outputs
         if self.generations is None or scores[self.headline] > self.best[self.headline]:  # as fit: strictly better
             self.best, self.generations = scores, outputs
         return scores
+
+    def rates(self) -> dict:
+        """Decoding's cost for the record: seconds, items and decoded tokens per second, over every decoding."""
+        seconds = max(self.work["seconds"], 1e-9)
+        return {"decode_seconds": round(self.work["seconds"], 3),
+                "decode_items_per_second": round(self.work["items"] / seconds, 3),
+                "decoded_tokens_per_second": round(self.work["tokens"] / seconds, 1)}
 
 
 def after_run_fn(decoder: Decoder, decode_at_end: bool, samples: int) -> Callable:
@@ -123,6 +135,9 @@ def after_run_fn(decoder: Decoder, decode_at_end: bool, samples: int) -> Callabl
         if found:
             metrics["interval"] = found
         metrics["generation_stats"] = flags.generation_stats(decoder.generations)
+        if record.get("cost") is None:
+            record["cost"] = {}
+        record["cost"].update(decoder.rates())   # in place: the training's cost dict, which W&B's summary reads
 
     return after_run
 
@@ -144,9 +159,10 @@ def build(task, model_cfg: dict, tcfg) -> Pipeline:
     collate = decoding.make_collate(pad)
     decoder = Decoder(evalset, tokenizer, task.generation, task.headline, tcfg.progress)
 
-    def evaluate(model) -> dict:
+    def evaluate(model) -> flags.Evaluation:
         metrics = decoding.teacher_forced(model, dev, collate, tcfg.batch_size)
-        return metrics | decoder(model) if task.eval_every_epoch else metrics
+        metrics = metrics | decoder(model) if task.eval_every_epoch else metrics
+        return flags.Evaluation(metrics, examples=len(dev))   # the teacher-forced pairs (decoding: cost.decode_*)
 
     return Pipeline(
         train=train,

@@ -50,3 +50,9 @@ def seeded_subset(ds, n: int | None, seed: int):
     if n is None or n >= len(ds):
         return ds
     return ds.select(subset_indices(len(ds), n, seed))
+
+
+def length_order(lengths: list[int]) -> list[int]:
+    """Indices by increasing length, ties in their original order: consecutive batches of them pad little. Evaluation
+    and decoding batch in this order and put the results back in the original one."""
+    return sorted(range(len(lengths)), key=lengths.__getitem__)

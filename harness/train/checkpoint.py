@@ -2,8 +2,9 @@
 
 A checkpoint is one file, `checkpoints/step-<step>.pt`, holding everything that decides what training does next: the
 trainable parameters (never the frozen base), the buffers that training changes (AdaLoRA's importance and rank mask),
-optimizer and scheduler state, the RNG states (python, numpy, torch, CUDA), the training order (the DataLoader generator as it was when the current epoch began, and how many batches of
-that epoch are done) and the progress so far (evaluations, the best one and its parameters, losses, cost counters).
+optimizer and scheduler state, the RNG states (python, numpy, torch, CUDA), the training order (the DataLoader
+generator as it was when the current epoch began, and how many batches of that epoch are done: harness/train/sampler.py
+replays the rest) and the progress so far (evaluations, the best one and its parameters, losses, cost counters).
 It is written to a temporary file, fsynced and renamed, so a kill leaves the previous checkpoint intact; the newest
 `keep` files stay. It is read with `torch.load(weights_only=True)`: tensors and plain containers only.
 
@@ -82,23 +83,6 @@ def load_buffers(model, state: dict) -> None:
     with torch.no_grad():
         for key, (m, b) in places.items():
             getattr(m, b).copy_(state[key])
-
-
-class ResumableShuffle(torch.utils.data.Sampler):
-    """A seeded shuffle that can start part-way through an epoch. As with RandomSampler, each epoch's order is drawn
-    from `generator` when the epoch begins; restoring the generator as it was then and setting `skip` to the number of
-    examples already used replays exactly the rest of that epoch, without collating the skipped batches."""
-
-    def __init__(self, n: int, generator: torch.Generator):
-        self.n, self.generator, self.skip = n, generator, 0
-
-    def __len__(self):
-        return self.n - self.skip
-
-    def __iter__(self):
-        order = torch.randperm(self.n, generator=self.generator).tolist()
-        skip, self.skip = self.skip, 0
-        return iter(order[skip:])
 
 
 class Checkpoints:

@@ -3,6 +3,10 @@
     identity=False   the setting does not change what is computed (progress bars, logging cadence, where caches and
                      checkpoints go): it is left out of the run's identity (results.run_id), so changing it resumes
                      or skips the same run
+    identity="unless_default"
+                     a setting added after runs were recorded, whose default computes what those runs computed: part
+                     of the identity only when set to another value, so the ids of earlier runs stay valid (a
+                     running sweep still skips and resumes them) and a record without it reads as the default
     score=True       the setting changes the score: reports keep runs that differ in it apart (never pooled as seeds)
 
 Nothing here imports torch: reading run records (the report) asks these marks too.
@@ -17,7 +21,7 @@ from harness.errors import ConfigError
 
 
 def _mark(default, kind=int, *, low=None, above=None, below=None, nullable=False, choices=None, hint="",
-          identity: bool = True, score: bool = False):
+          identity: bool | str = True, score: bool = False):
     """A trainer field with what it may hold written once: its type, range (`low` ≤ v, `above` < v, v < `below`),
     null or not, its choices; and its marks (identity, score; see the module docstring)."""
     spec = {"kind": kind, "low": low, "above": above, "below": below, "nullable": nullable, "choices": choices,
@@ -52,6 +56,8 @@ class TrainerConfig:
     checkpoint_every: int | None = _mark(None, above=0, nullable=True, identity=False)
     keep_checkpoints: int = _mark(2, low=0, identity=False)      # 0: no checkpoints, no resume
     nonfinite_retries: int = _mark(0, low=0)    # batches with a non-finite loss/gradient skipped before `diverged`
+    # batches of examples of similar length (less padding; harness/train/sampler.py): another order, another score
+    group_by_length: bool = _mark(False, bool, score=True, identity="unless_default")
 
     def __post_init__(self):
         for spec in dataclasses.fields(self):
@@ -121,6 +127,9 @@ def keys(mark: str, value: bool = True) -> list[str]:
 
 NOT_IDENTITY = tuple(keys("identity", False))   # progress, log_every, cache_dir, checkpoint_every, keep_checkpoints
 SCORE_KEYS = tuple(keys("score"))                # lr, epochs, batch_size, grad_accum, max_grad_norm, precision, ...
+# {key: default} of the settings in the identity only when not at their default (group_by_length)
+IDENTITY_UNLESS_DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainerConfig)
+                           if f.metadata.get("identity") == "unless_default"}
 
 
 def trainer_config(values: dict) -> TrainerConfig:

@@ -26,9 +26,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from harness import flops as flop_count
 from harness.errors import ConfigError
-from harness.train.checkpoint import Checkpoints, ResumableShuffle, trainable_state
+from harness.train.checkpoint import Checkpoints, trainable_state
 from harness.train.config import TrainerConfig
+from harness.train.sampler import ResumableShuffle, make_sampler
 from harness.train.state import Diverged, TrainingState, TrainResult
 
 log = logging.getLogger(__name__)
@@ -89,6 +91,7 @@ class Setup:
     total_steps: int
     epochs: int
     hooks: StepHooks
+    step_flops: flop_count.StepFlops | None = None   # a training step's FLOPs per sequence length (None: not counted)
     trained_at_eval: float = 0.0   # training seconds (the clock's) at the last evaluation: the epoch line's time
 
     def parts(self) -> dict:
@@ -102,8 +105,9 @@ def prepare(model, train_ds, tcfg: TrainerConfig, collate: Callable, seed: int, 
     from transformers import get_linear_schedule_with_warmup
 
     accelerator = accelerator or make_accelerator(tcfg)
+    loss_fn = loss_fn or (lambda m, batch: m(**batch).loss)
     generator = torch.Generator().manual_seed(seed)
-    sampler = ResumableShuffle(len(train_ds), generator)
+    sampler = make_sampler(train_ds, tcfg.group_by_length, tcfg.batch_size, generator)
     loader = DataLoader(train_ds, batch_size=tcfg.batch_size, sampler=sampler, generator=generator, collate_fn=collate)
     steps_per_epoch = math.ceil(len(loader) / tcfg.grad_accum)
     total_steps = tcfg.max_steps or tcfg.epochs * steps_per_epoch
@@ -111,12 +115,12 @@ def prepare(model, train_ds, tcfg: TrainerConfig, collate: Callable, seed: int, 
     warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else round(tcfg.warmup_ratio * total_steps)
     scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    if accelerator.device.type == "cuda":
+    counted = flop_count.step_flops(accelerator.unwrap_model(model), loss_fn, collate, train_ds[0], accelerator.device)
+    if accelerator.device.type == "cuda":  # after the FLOP count's probe steps
         torch.cuda.reset_peak_memory_stats(accelerator.device)
-    return Setup(accelerator, model, optimizer, scheduler, loader, sampler, generator,
-                 loss_fn or (lambda m, batch: m(**batch).loss), [p for p in model.parameters() if p.requires_grad],
-                 steps_per_epoch, total_steps,
-                 math.ceil(total_steps / steps_per_epoch), hooks or StepHooks())
+    return Setup(accelerator, model, optimizer, scheduler, loader, sampler, generator, loss_fn,
+                 [p for p in model.parameters() if p.requires_grad], steps_per_epoch, total_steps,
+                 math.ceil(total_steps / steps_per_epoch), hooks or StepHooks(), counted)
 
 
 def train_step(s: Setup, batch: dict, max_grad_norm: float | None, step: int) -> tuple[float, bool, str | None]:
@@ -164,6 +168,7 @@ def evaluate_now(s: Setup, state: TrainingState, evaluate: Callable, headline: s
         metrics = evaluate(s.accelerator.unwrap_model(s.model))
     s.model.train()
     state.clock.add("eval_seconds", since)
+    state.counters.add_eval(getattr(metrics, "examples", None))   # an evaluator that does not say: null rate
     seconds = {"train": state.clock.train_seconds() - s.trained_at_eval, "eval": time.perf_counter() - since}
     s.trained_at_eval += seconds["train"]
     result, counters = state.result, state.counters
@@ -216,12 +221,19 @@ def log_step(s: Setup, state: TrainingState, tcfg: TrainerConfig, tracker, bar, 
 
 def cost(s: Setup, state: TrainingState, step_times: list[float]) -> dict:
     totals = state.clock.totals()
+    device, precision = s.accelerator.device, s.accelerator.mixed_precision
+    rates = state.counters.rates(totals["train_seconds"], totals["eval_seconds"])
+    name = flop_count.device_name(device)
+    peak = flop_count.peak_flops(name, precision)
     return {"train_seconds": round(totals["train_seconds"], 3), "eval_seconds": round(totals["eval_seconds"], 3),
             "checkpoint_seconds": round(totals["checkpoint_seconds"], 3),
-            "peak_memory_bytes": peak_memory_bytes(s.accelerator.device),
+            "peak_memory_bytes": peak_memory_bytes(device),
             "tokens_per_second": round(state.counters.tokens / max(totals["train_seconds"], 1e-9), 1),
             "step_seconds_median": round(statistics.median(step_times), 5) if step_times else None,
-            "steps": state.step, "device": str(s.accelerator.device), "precision": s.accelerator.mixed_precision}
+            "steps": state.step, "device": str(device), "precision": precision, **rates,
+            # model FLOPs utilisation: achieved over the device's peak at this precision (null on CPU / unknown GPU)
+            "device_name": name, "peak_flops": peak,
+            "mfu": round(rates["flops_per_second"] / peak, 4) if peak and rates["flops_per_second"] else None}
 
 
 def train_epoch(s: Setup, state: TrainingState, tcfg: TrainerConfig, bar, tracker, step_times: list[float],
@@ -234,8 +246,10 @@ def train_epoch(s: Setup, state: TrainingState, tcfg: TrainerConfig, bar, tracke
         state.batch += 1
         loss, ok, what = train_step(s, batch, tcfg.max_grad_norm, state.step + 1)
         if ok:
-            tokens = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-            state.counters.add(loss, tokens)
+            lengths = batch["attention_mask"].sum(1) if "attention_mask" in batch else torch.full(
+                (len(batch["input_ids"]),), batch["input_ids"].shape[1])
+            state.counters.add(loss, int(lengths.sum()), batch["input_ids"].numel(),
+                               s.step_flops.batch(lengths) if s.step_flops else None)
             state.result.losses.append(loss)
         else:
             skip_nonfinite(state, what, tcfg.nonfinite_retries)
@@ -265,7 +279,9 @@ def fit(model, train_ds, tcfg: TrainerConfig, *, collate: Callable, evaluate: Ca
     """Train `model` on `train_ds`; `evaluate(model) -> {metric: value}` runs after every epoch (and every
     `eval_every_steps`); the best evaluation on `headline` is kept. With `checkpoints`, training resumes from the
     newest checkpoint there and saves new ones; `on_progress(result)` runs after each evaluation, so that the caller
-    can record the history so far. `hooks`: the method's regulariser and after-step hook (StepHooks)."""
+    can record the history so far. `hooks`: the method's regulariser and after-step hook (StepHooks). Before
+    training, `loss_fn` also runs on three unpadded probe rows, whose FLOPs fix the cost record's count
+    (harness/flops.py)."""
     on_progress = on_progress or (lambda result: None)
     s = prepare(model, train_ds, tcfg, collate, seed, loss_fn, accelerator, hooks)
     state = resume(s, tcfg, checkpoints, on_progress)

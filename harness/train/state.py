@@ -60,18 +60,42 @@ class Clock:
         return {"train_seconds": self.train_seconds(), **{k: self.before[k] + self.spent[k] for k in self.PARTS}}
 
 
+def _plus(total, more):
+    """A running count that stays unknown (None) once a part of it is: a resume from a checkpoint written before the
+    count existed, or a model whose FLOPs could not be counted."""
+    return None if total is None or more is None else total + more
+
+
 @dataclass
 class Counters:
-    tokens: int = 0
+    tokens: int = 0               # real (unpadded) tokens of the trained batches
+    positions: int | None = 0     # positions of the trained batches, padding included
+    flops: int | None = 0         # training FLOPs of the trained batches (harness/flops.py)
+    eval_examples: int | None = 0   # examples evaluated, over every evaluation
     epoch_loss: float = 0.0
     epoch_n: int = 0
     window_loss: float = 0.0    # since the last logged step (trainer.log_every)
     window_n: int = 0
 
-    def add(self, loss: float, tokens: int) -> None:
+    def add(self, loss: float, tokens: int, positions: int | None = None, flops: int | None = None) -> None:
         self.tokens += tokens
+        self.positions, self.flops = _plus(self.positions, positions), _plus(self.flops, flops)
         self.epoch_loss, self.epoch_n = self.epoch_loss + loss, self.epoch_n + 1
         self.window_loss, self.window_n = self.window_loss + loss, self.window_n + 1
+
+    def add_eval(self, examples: int | None) -> None:
+        self.eval_examples = _plus(self.eval_examples, examples)
+
+    def rates(self, train_seconds: float, eval_seconds: float) -> dict:
+        """The run's cost rates for its record: training FLOPs (total, per token, per second), the share of padding
+        in the training batches, evaluated examples per second; null where a count is unknown."""
+        known = self.flops is not None and self.tokens > 0
+        return {"train_flops": self.flops,
+                "flops_per_token": round(self.flops / self.tokens, 1) if known else None,
+                "flops_per_second": round(self.flops / max(train_seconds, 1e-9), 1) if known else None,
+                "padding_share": round(1 - self.tokens / self.positions, 4) if self.positions else None,
+                "eval_examples_per_second": round(self.eval_examples / max(eval_seconds, 1e-9), 2)
+                if self.eval_examples else None}
 
     def take_window(self) -> float:
         mean = self.window_loss / self.window_n
@@ -117,7 +141,7 @@ class TrainingState:
                              best_state=saved["best_state"])
         result.resumed_from = {"step": saved["step"], "epoch": saved["epoch"], "batch": saved["batch"]}
         counts = saved["counters"]
-        counters = Counters(**{k: counts[k] for k in vars(Counters())})
+        counters = Counters(**{k: counts.get(k) for k in vars(Counters())})   # None: not counted before
         clock = Clock({k: counts[k] for k in ("train_seconds", *Clock.PARTS)})
         generator.set_state(saved["epoch_generator"])
         return cls(saved["step"], saved["epoch"], saved["batch"], counters, result, clock)
