@@ -70,12 +70,13 @@ def skip(previous: dict | None, record: dict, config: dict) -> bool:
     return False
 
 
-def metrics_of(result: TrainResult, headline: str) -> dict:
+def metrics_of(result: TrainResult, headline: str, tcfg) -> dict:
     ends = flags.loss_ends(result.losses)
     return {"headline": headline, "best": result.best, "best_epoch": result.best_epoch, "per_epoch": result.per_epoch,
             "final": {k: v for k, v in result.per_epoch[-1].items() if k not in ("epoch", "step")}
             if result.per_epoch else None,
             "train_loss_start": ends and ends[0], "train_loss_end": ends and ends[1],
+            "loss_curve": result.loss_curve(tcfg.log_every, tcfg.grad_accum),
             "nonfinite_skipped": result.nonfinite_skipped}
 
 
@@ -152,12 +153,13 @@ def train(s: Session, checked: validate.Checked, checkpoints: Checkpoints, pipel
     def on_progress(result: TrainResult):  # the history so far survives a crash or a kill in run.json
         if result.resumed_from and s.record["resumes"][-1:] != [{**result.resumed_from, "at": resumed_at}]:
             s.record["resumes"].append({**result.resumed_from, "at": resumed_at})
-        s.record["metrics"] = metrics_of(result, task.headline)
+        s.record["metrics"] = metrics_of(result, task.headline, checked.trainer)
         s.write()
 
     return fit(model, pipeline.train, checked.trainer, collate=pipeline.collate, evaluate=evaluate,
                headline=pipeline.select_on or task.headline, tracker=s.tracker, seed=s.config["seed"],
-               loss_fn=pipeline.loss_fn, checkpoints=checkpoints, on_progress=on_progress)
+               loss_fn=pipeline.loss_fn, checkpoints=checkpoints, on_progress=on_progress,
+               groups=lambda m, lr, decay: method.param_groups(m, method_cfg, lr, decay))
 
 
 def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> None:
@@ -171,7 +173,7 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
     model, method_cfg, info = adapt(s, checked, pipeline.build_model())
     start_tracking(s, method.name)
     result = train(s, checked, checkpoints, pipeline, model, method_cfg)
-    record["metrics"], record["cost"] = metrics_of(result, task.headline), result.cost
+    record["metrics"], record["cost"] = metrics_of(result, task.headline, checked.trainer), result.cost
     record["provenance"]["device"] = result.cost["device"]
     if pipeline.after_run:  # e.g. decode once with the final model and save the generations
         with method.evaluating(model, method_cfg):

@@ -9,7 +9,9 @@
         # freeze / wrap / inject; return the model to train (usually the same object)
 
 Optional hooks on the returned `Method` (set with keyword arguments of `register`): `eval_context(model, cfg)` (a context
-manager around evaluation, e.g. LoRA's merge) and `save(model, cfg, info, folder)` (the method's artifact).
+manager around evaluation, e.g. LoRA's merge), `save(model, cfg, info, folder)` (the method's artifact) and
+`optimizer_groups(model, cfg, lr, weight_decay)` (AdamW's parameter groups, each with its own `lr`, or None for the
+training loop's own: LoRA+ trains B faster than A).
 The runner freezes nothing itself: `apply` decides what trains; the runner then always trains the task head.
 
 Budget knob, `method.budget=<params>`: sizes a method to a trainable-parameter budget counted without the task head (the
@@ -47,10 +49,15 @@ class Method:
     save: Callable | None = None
     size_param: str | None = None
     count: Callable | None = None
+    optimizer_groups: Callable | None = None
     budget: int | None = None         # method.budget: trainable parameters without the head, set by `build`
 
     def evaluating(self, model, cfg):
         return self.eval_context(model, cfg) if self.eval_context else contextlib.nullcontext()
+
+    def param_groups(self, model, cfg, lr: float, weight_decay: float) -> list[dict] | None:
+        """The method's own optimiser groups, or None: the training loop then makes its own."""
+        return self.optimizer_groups(model, cfg, lr, weight_decay) if self.optimizer_groups else None
 
     def sized(self, cfg, info, model):
         """The config to apply to `model`: `cfg` itself, or with `method.budget` a new one whose size parameter gives
@@ -149,6 +156,16 @@ def size_param(name: str) -> str | None:
     _import_all()
     method = REGISTRY.get(name)
     return method.size_param if method else None
+
+
+def added_defaults(name: str) -> dict:
+    """The defaults of method `name`'s settings listed in its Config's `ADDED` (settings added after its run records
+    existed, whose default is what those records ran with): reports read such a setting's absence as its default.
+    {} for a method without them or a name not registered."""
+    _import_all()
+    method = REGISTRY.get(name)
+    added = getattr(method.config_cls, "ADDED", ()) if method else ()
+    return {f.name: f.default for f in dataclasses.fields(method.config_cls) if f.name in added} if added else {}
 
 
 def size_key(method_cfg: dict) -> str | None:

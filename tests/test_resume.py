@@ -49,8 +49,11 @@ def one_thread():
 
 # LoRA's merge for evaluation adds BA to W0 and subtracts it again, which is not exact in floating point: the frozen W0
 # of a run that evaluated drifts by rounding, while a resumed run reloads it clean (train losses then differ ~1e-8).
-@pytest.mark.parametrize("method", [LEARNS, ["method=lora", "method.merge_for_eval=false", "trainer.lr=1e-2"]],
-                         ids=["full_ft", "lora"])
+# The LoRA family's case: PiSSA's residual rebuilt on resume, LoRA+'s parameter groups in the optimiser state, DoRA.
+@pytest.mark.parametrize("method", [LEARNS, ["method=lora", "method.merge_for_eval=false", "trainer.lr=1e-2"],
+                                    ["method=dora", "method.init=pissa", "method.lr_ratio=4.0",
+                                     "method.merge_for_eval=false", "trainer.lr=1e-2"]],
+                         ids=["full_ft", "lora", "dora+pissa+lora_plus"])
 def test_resume_mid_epoch_equals_uninterrupted(method, tiny_overrides, tmp_path, monkeypatch, one_thread):
     # fixture: 32 rows, batch 8 → 4 steps per epoch; checkpoints at steps 3 (mid-epoch), 4 (epoch end), 6 (mid-epoch)
     overrides = [*tiny_overrides, *method, "trainer.epochs=6", "trainer.checkpoint_every=3"]
@@ -71,6 +74,7 @@ def test_resume_mid_epoch_equals_uninterrupted(method, tiny_overrides, tmp_path,
     assert [(r["step"], r["epoch"], r["batch"]) for r in resumed["resumes"]] == [(6, 2, 2)]
     assert resumed["started_at"] == crashed["started_at"]
     assert resumed["metrics"]["per_epoch"] == whole["metrics"]["per_epoch"]  # train_loss included: same batches, RNG
+    assert resumed["metrics"]["loss_curve"] == whole["metrics"]["loss_curve"]
     assert resumed["metrics"]["best"] == whole["metrics"]["best"]
     assert resumed["flags"] == whole["flags"]
     assert resumed["cost"]["steps"] == whole["cost"]["steps"] == 24

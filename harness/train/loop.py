@@ -88,7 +88,7 @@ class Setup:
 
 
 def prepare(model, train_ds, tcfg: TrainerConfig, collate: Callable, seed: int, loss_fn: Callable | None,
-            accelerator=None) -> Setup:
+            accelerator=None, groups: Callable | None = None) -> Setup:
     from transformers import get_linear_schedule_with_warmup
 
     accelerator = accelerator or make_accelerator(tcfg)
@@ -97,7 +97,9 @@ def prepare(model, train_ds, tcfg: TrainerConfig, collate: Callable, seed: int, 
     loader = DataLoader(train_ds, batch_size=tcfg.batch_size, sampler=sampler, generator=generator, collate_fn=collate)
     steps_per_epoch = math.ceil(len(loader) / tcfg.grad_accum)
     total_steps = tcfg.max_steps or tcfg.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr)
+    # the method's own groups where it has them (LoRA+: B at λ·lr), else decay / no decay at one lr
+    own = groups(model, tcfg.lr, tcfg.weight_decay) if groups else None
+    optimizer = torch.optim.AdamW(own or param_groups(model, tcfg.weight_decay), lr=tcfg.lr)
     scheduler = get_linear_schedule_with_warmup(optimizer, round(tcfg.warmup_ratio * total_steps), total_steps)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     if accelerator.device.type == "cuda":
@@ -245,13 +247,14 @@ def train_epoch(s: Setup, state: TrainingState, tcfg: TrainerConfig, bar, tracke
 
 def fit(model, train_ds, tcfg: TrainerConfig, *, collate: Callable, evaluate: Callable, headline: str,
         tracker, seed: int, loss_fn: Callable | None = None, accelerator=None, checkpoints: Checkpoints | None = None,
-        on_progress: Callable | None = None) -> TrainResult:
+        on_progress: Callable | None = None, groups: Callable | None = None) -> TrainResult:
     """Train `model` on `train_ds`; `evaluate(model) -> {metric: value}` runs after every epoch (and every
     `eval_every_steps`); the best evaluation on `headline` is kept. With `checkpoints`, training resumes from the
     newest checkpoint there and saves new ones; `on_progress(result)` runs after each evaluation, so that the caller
-    can record the history so far."""
+    can record the history so far. `groups(model, lr, weight_decay)`: the optimiser's parameter groups (None: the
+    loop's own, `param_groups`)."""
     on_progress = on_progress or (lambda result: None)
-    s = prepare(model, train_ds, tcfg, collate, seed, loss_fn, accelerator)
+    s = prepare(model, train_ds, tcfg, collate, seed, loss_fn, accelerator, groups)
     state = resume(s, tcfg, checkpoints, on_progress)
     s.trained_at_eval = state.clock.train_seconds()
     bar = tqdm(total=s.total_steps, initial=state.step, desc="train", disable=not tcfg.progress, dynamic_ncols=True,
