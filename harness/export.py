@@ -1,4 +1,5 @@
-"""`harness-export`: a LoRA run's adapter as folders other tools load, offline.
+"""`harness-export`: a LoRA run's adapter (LoRA or one of its family: rsLoRA, LoRA+, PiSSA, DoRA) as folders other
+tools load, offline.
 
     harness-export outputs/sst2/lora/<run_id> --peft exported/sst2-lora        # peft adapter + tokenizer
     harness-export outputs/sst2/lora/<run_id> --merged exported/sst2-merged    # plain transformers model, BA merged
@@ -18,6 +19,7 @@ import logging
 import sys
 from pathlib import Path
 
+from harness import catalog
 from harness.errors import HarnessError
 from harness.io import read_json
 
@@ -38,7 +40,7 @@ def read_run(run_dir: Path) -> dict:
         raise ExportError(f"{run_dir / 'run.json'} says status={record.get('status')!r}: only a completed run is exported")
     if not (run_dir / "adapter" / "adapter_config.json").is_file():
         raise ExportError(f"{run_dir / 'adapter' / 'adapter_config.json'} not found: harness-export exports LoRA runs "
-                          f"(method lora); this run's method is {record.get('method')!r}")
+                          f"(lora and its family); this run's method is {record.get('method')!r}")
     return record
 
 
@@ -88,13 +90,15 @@ def base_reference(model_cfg: dict, base, out: Path, given: str | None, cache_di
 def model_card(record: dict, base: str, library: str, kind: str) -> str:
     """README.md for the Hub: metadata (base model, library, task) and the run's best metrics, with how to load it."""
     metrics, method = (record.get("metrics") or {}).get("best") or {}, record["config"]["method"]
+    label = catalog.method_label(str(record.get("method"))).replace("^", " ")   # LoRA, DoRA, rsLoRA …
     cls = ("AutoPeftModelFor" if library == "peft" else "AutoModelFor") + (
         "SequenceClassification" if kind == "classification" else "CausalLM")
     lines = ["---", f"base_model: {base}", f"library_name: {library}", f"pipeline_tag: {PIPELINE_TAGS[kind]}",
              f"tags: [lora, lora-harness, {record['task']}]", "---", "",
-             f"# {record['model']} + LoRA on {record['task']}", "",
-             f"Trained with lora-harness (run `{record['run_id']}`, seed {record['seed']}); LoRA (Hu et al. 2022, "
-             f"arXiv:2106.09685) with r={method.get('r')}, alpha={method.get('alpha')}, targets {method.get('targets')}.", "",
+             f"# {record['model']} + {label} on {record['task']}", "",
+             f"Trained with lora-harness (run `{record['run_id']}`, seed {record['seed']}); {label} (LoRA: Hu et al. "
+             f"2022, arXiv:2106.09685) with r={method.get('r')}, alpha={method.get('alpha')}, targets "
+             f"{method.get('targets')}.", "",
              "| metric (best epoch) | value |", "|---|---:|", *(f"| {k} | {v:.4f} |" for k, v in metrics.items()), "",
              "```python", f"from {library} import {cls}", "", f'model = {cls}.from_pretrained("<this folder or repo>")',
              "```", ""]

@@ -72,12 +72,13 @@ def skip(previous: dict | None, record: dict, config: dict) -> bool:
     return False
 
 
-def metrics_of(result: TrainResult, headline: str) -> dict:
+def metrics_of(result: TrainResult, headline: str, tcfg) -> dict:
     ends = flags.loss_ends(result.losses)
     return {"headline": headline, "best": result.best, "best_epoch": result.best_epoch, "per_epoch": result.per_epoch,
             "final": {k: v for k, v in result.per_epoch[-1].items() if k not in ("epoch", "step")}
             if result.per_epoch else None,
             "train_loss_start": ends and ends[0], "train_loss_end": ends and ends[1],
+            "loss_curve": result.loss_curve(tcfg.log_every, tcfg.grad_accum),
             "nonfinite_skipped": result.nonfinite_skipped}
 
 
@@ -171,7 +172,7 @@ def train(s: Session, checked: validate.Checked, checkpoints: Checkpoints, pipel
     def on_progress(result: TrainResult):  # the history so far survives a crash or a kill in run.json
         if result.resumed_from and s.record["resumes"][-1:] != [{**result.resumed_from, "at": resumed_at}]:
             s.record["resumes"].append({**result.resumed_from, "at": resumed_at})
-        s.record["metrics"] = metrics_of(result, task.headline)
+        s.record["metrics"] = metrics_of(result, task.headline, checked.trainer)
         s.write()
 
     return fit(model, pipeline.train, checked.trainer, collate=pipeline.collate, evaluate=evaluate,
@@ -181,9 +182,10 @@ def train(s: Session, checked: validate.Checked, checkpoints: Checkpoints, pipel
 
 
 def step_hooks(method, method_cfg) -> StepHooks:
-    """The method's per-step hooks (regulariser, after_step) bound to the config that trains."""
+    """The method's training hooks (optimiser groups, regulariser, after_step) bound to the config that trains."""
     regularizer, after_step = method.regularizer, method.after_step
-    return StepHooks(regularizer=regularizer and (lambda m: regularizer(m, method_cfg)),
+    groups = method.optimizer_groups and (lambda m, lr, decay: method.param_groups(m, method_cfg, lr, decay))
+    return StepHooks(groups=groups, regularizer=regularizer and (lambda m: regularizer(m, method_cfg)),
                      after_step=after_step and (lambda m, step, total: after_step(m, method_cfg, step, total)))
 
 
@@ -199,7 +201,7 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
     settle(s, checked, model, info, len(pipeline.train))
     start_tracking(s, method.name)
     result = train(s, checked, checkpoints, pipeline, model, method_cfg)
-    record["metrics"], record["cost"] = metrics_of(result, task.headline), result.cost
+    record["metrics"], record["cost"] = metrics_of(result, task.headline, checked.trainer), result.cost
     record["provenance"]["device"] = result.cost["device"]
     if pipeline.after_run:  # e.g. decode once with the final model and save the generations
         with method.evaluating(model, method_cfg):

@@ -9,7 +9,9 @@
         # freeze / wrap / inject; return the model to train (usually the same object)
 
 Optional hooks on the returned `Method` (set with keyword arguments of `register`): `eval_context(model, cfg)` (a context
-manager around evaluation, e.g. LoRA's merge) and `save(model, cfg, info, folder)` (the method's artifact).
+manager around evaluation, e.g. LoRA's merge), `save(model, cfg, info, folder)` (the method's artifact) and
+`optimizer_groups(model, cfg, lr, weight_decay)` (AdamW's parameter groups, each with its own `lr`, or None for the
+training loop's own: LoRA+ trains B faster than A).
 Two more reach into each training step (harness/train/loop.py; `model` is the unwrapped model):
 `regularizer(model, cfg) -> tensor | None`, a term added to the loss that is back-propagated (not to the logged training
 loss), and `after_step(model, cfg, step, total_steps)`, called after each real optimiser step (once per accumulation
@@ -55,10 +57,15 @@ class Method:
     count: Callable | None = None
     regularizer: Callable | None = None   # (model, cfg) -> tensor | None, added to the training loss
     after_step: Callable | None = None    # (model, cfg, step, total_steps), after optimizer.step(), before zero_grad
+    optimizer_groups: Callable | None = None   # (model, cfg, lr, weight_decay) -> AdamW groups | None
     budget: int | None = None         # method.budget: trainable parameters without the head, set by `build`
 
     def evaluating(self, model, cfg):
         return self.eval_context(model, cfg) if self.eval_context else contextlib.nullcontext()
+
+    def param_groups(self, model, cfg, lr: float, weight_decay: float) -> list[dict] | None:
+        """The method's own optimiser groups, or None: the training loop then makes its own."""
+        return self.optimizer_groups(model, cfg, lr, weight_decay) if self.optimizer_groups else None
 
     def sized(self, cfg, info, model):
         """The config to apply to `model`: `cfg` itself, or with `method.budget` a new one whose size parameter gives
@@ -157,6 +164,16 @@ def size_param(name: str) -> str | None:
     _import_all()
     method = REGISTRY.get(name)
     return method.size_param if method else None
+
+
+def added_defaults(name: str) -> dict:
+    """The defaults of method `name`'s settings listed in its Config's `ADDED` (settings added after its run records
+    existed, whose default is what those records ran with): reports read such a setting's absence as its default.
+    {} for a method without them or a name not registered."""
+    _import_all()
+    method = REGISTRY.get(name)
+    added = getattr(method.config_cls, "ADDED", ()) if method else ()
+    return {f.name: f.default for f in dataclasses.fields(method.config_cls) if f.name in added} if added else {}
 
 
 def size_key(method_cfg: dict) -> str | None:

@@ -76,5 +76,15 @@ def count(cfg: Config, info, model) -> int:
                for method, member_cfg in cfg.built())
 
 
+def optimizer_groups(model, cfg: Config, lr: float, weight_decay: float):
+    """The first member's own optimiser groups (a LoRA+ member: its B matrices at λ·lr, every other trainable
+    parameter, the other members' included, at lr), else None: the loop's own."""
+    for method, member_cfg in cfg.built():
+        groups = method.param_groups(model, member_cfg, lr, weight_decay)
+        if groups:
+            return groups
+    return None
+
+
 register("combo", Config, eval_context=evaluating, save=save, count=count, regularizer=regularizer,
-         after_step=after_step)(apply)
+         after_step=after_step, optimizer_groups=optimizer_groups)(apply)

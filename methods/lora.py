@@ -5,6 +5,8 @@ A frozen weight W₀ gets a trainable low-rank update: h = W₀x + (α/r)·B·A�
 layer wraps the existing module (`base_layer`): nn.Linear, GPT-2's Conv1D (weight stored transposed, in×out), and fused
 projections such as GPT-2's `c_attn` (q, k, v in one matrix), where only the chosen output slices are adapted, as the
 paper adapts Wq and Wv only. For inference the update is merged into W₀ (no added latency, paper §4.1).
+The LoRA family's variants are options of the same Config (methods/lora_variants.py: rsLoRA, LoRA+, PiSSA;
+methods/dora.py: DoRA), named as methods of their own in methods/lora_family.py.
 """
 from __future__ import annotations
 
@@ -14,15 +16,16 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from harness.train.checkpoint import trainable_state
-from methods import register
+from methods import lora_variants, register
 
-INITS = ("gaussian", "kaiming")
+INITS = ("gaussian", "kaiming", "pissa")
 BIASES = ("none", "all", "lora_only")
 
 
@@ -36,6 +39,11 @@ class Config:
     layers: list | None = None
     bias: str = "none"
     merge_for_eval: bool = True
+    scaling: str = "standard"    # standard: α/r | rslora: α/√r
+    lr_ratio: float = 1.0        # LoRA+: B's learning rate over A's
+    dora: bool = False           # DoRA: a trained magnitude per output feature
+    # settings added after LoRA's first records, their defaults what those ran: reports read an absent one as it
+    ADDED: ClassVar[tuple] = ("scaling", "lr_ratio", "dora")
 
     def __post_init__(self):
         if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
@@ -54,6 +62,7 @@ class Config:
             raise ValueError("targets must name at least one weight type or module")
         self.targets = list(self.targets)
         self.layers = None if self.layers is None else [int(i) for i in self.layers]
+        lora_variants.check(self)
 
 
 def is_conv1d(module) -> bool:
@@ -73,12 +82,12 @@ class LoraLayer(nn.Module):
     pair per slice, stacked: A is (n·r)×k, B is (Σ sizes)×r."""
 
     def __init__(self, base_layer: nn.Module, r: int, alpha: float, dropout: float = 0.0, init: str = "kaiming",
-                 slices: list[tuple[int, int]] | None = None):
+                 slices: list[tuple[int, int]] | None = None, scaling: str = "standard"):
         super().__init__()
         self.base_layer = base_layer
         self.in_features, self.out_features = _shape(base_layer)
         self.slices = [tuple(s) for s in (slices or [(0, self.out_features)])]
-        self.r, self.alpha, self.scaling = r, alpha, alpha / r
+        self.r, self.alpha, self.scaling = r, alpha, lora_variants.scale(alpha, r, scaling)
         weight = base_layer.weight
         self.lora_A = nn.Parameter(torch.empty(r * len(self.slices), self.in_features, dtype=weight.dtype, device=weight.device))
         self.lora_B = nn.Parameter(torch.zeros(sum(n for _, n in self.slices), r, dtype=weight.dtype, device=weight.device))
@@ -103,9 +112,11 @@ class LoraLayer(nn.Module):
                 # (reports/lora_rank_cpu).
                 nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
             self.lora_B.zero_()
+        if init == "pissa":  # A, B from W's top singular directions, W keeps the residual (methods/lora_variants.py)
+            lora_variants.pissa_init(self)
 
     def delta_weight(self) -> list[tuple[int, int, torch.Tensor]]:
-        """(start, size, ΔW) per slice, ΔW = (α/r)·B·A in nn.Linear's out×in layout."""
+        """(start, size, ΔW) per slice, ΔW = s·B·A in nn.Linear's out×in layout (s = α/r, or α/√r for rsLoRA)."""
         out, row = [], 0
         for i, (start, size) in enumerate(self.slices):
             a = self.lora_A[i * self.r:(i + 1) * self.r]
@@ -141,27 +152,31 @@ class LoraLayer(nn.Module):
         updates = self.delta_weight()
         if not all(torch.isfinite(delta).all() for _, _, delta in updates):
             raise ValueError("LoRA update has non-finite values; refusing to merge it into the base weight")
-        conv = is_conv1d(self.base_layer)
         self._saved = []
-        for start, size, delta in updates:
-            view = self._weight_slice(start, size)
-            self._saved.append(view.clone())
-            view += (delta.T if conv else delta).to(view.dtype)
+        for i, (start, size, delta) in enumerate(updates):
+            weight = self.weight_rows(start, size)
+            self._saved.append(weight.clone())
+            weight.copy_(self.merged_rows(i, weight, delta).to(weight.dtype))
         self.merged = True
+
+    def merged_rows(self, i: int, weight: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        """Slice i's weight with its update merged: W₀ + ΔW (DoRA rescales it, methods/dora.py)."""
+        return weight + delta
 
     @torch.no_grad()
     def unmerge(self):
         if not self.merged:
             return
         for (start, size), saved in zip(self.slices, self._saved):
-            self._weight_slice(start, size).copy_(saved)
+            self.weight_rows(start, size).copy_(saved)
         self._saved = None
         self.merged = False
 
-    def _weight_slice(self, start: int, size: int) -> torch.Tensor:
-        """The base weight's rows start:start+size of the output (columns for Conv1D's transposed layout), a view."""
+    def weight_rows(self, start: int, size: int) -> torch.Tensor:
+        """The base weight's output rows start:start+size in nn.Linear's out×in layout: a view (of Conv1D's columns,
+        transposed: it stores the weight in×out)."""
         weight = self.base_layer.weight
-        return weight[:, start:start + size] if is_conv1d(self.base_layer) else weight[start:start + size]
+        return weight[:, start:start + size].T if is_conv1d(self.base_layer) else weight[start:start + size]
 
     def extra_repr(self) -> str:
         return f"r={self.r}, alpha={self.alpha}, slices={self.slices}, merged={self.merged}"
@@ -200,9 +215,13 @@ def inject(model: nn.Module, cfg: Config, info) -> dict:
     layout = plan(model, cfg, info)
     for p in model.parameters():
         p.requires_grad_(False)
+    if cfg.dora:
+        from methods.dora import DoraLayer as layer_class   # DoRA subclasses LoraLayer: imported once it exists
+    else:
+        layer_class = LoraLayer
     for name, slices in layout.items():
         base = model.get_submodule(name)
-        _set_module(model, name, LoraLayer(base, cfg.r, cfg.alpha, cfg.dropout, cfg.init, slices))
+        _set_module(model, name, layer_class(base, cfg.r, cfg.alpha, cfg.dropout, cfg.init, slices, cfg.scaling))
     for module in lora_layers(model):
         if cfg.bias == "lora_only" and getattr(module.base_layer, "bias", None) is not None:
             module.base_layer.bias.requires_grad_(True)
@@ -238,11 +257,12 @@ def merged(model: nn.Module, cfg: Config | None = None):
 
 
 def count(cfg: Config, info, model: nn.Module) -> int:
-    """Trainable LoRA parameters: r·(k + d) per adapted matrix or slice — the paper's 2·L̂·d·r when k = d."""
+    """Trainable LoRA parameters: r·(k + d) per adapted matrix or slice — the paper's 2·L̂·d·r when k = d — plus, with
+    DoRA, the d magnitudes of each."""
     total = 0
     for name, slices in plan(model, cfg, info).items():
         k, d = _shape(model.get_submodule(name))
-        total += sum(cfg.r * (k + size) for _, size in (slices or [(0, d)]))
+        total += sum(cfg.r * (k + size) + (size if cfg.dora else 0) for _, size in (slices or [(0, d)]))
     return total
 
 
@@ -254,14 +274,21 @@ def save_adapter(model, cfg: Config, info, folder) -> Path:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {name: tensor.contiguous() for name, tensor in trainable_state(model).items()}
-    save_file(state, str(folder / "adapter.safetensors"))
+    save_file({**state, **pissa_initial(model)}, str(folder / "adapter.safetensors"))
     layout = {name: module.slices for name, module in model.named_modules() if isinstance(module, LoraLayer)}
     meta = {"method": "lora", "model": info.name, "config": dataclasses.asdict(cfg), "layout": layout}
     (folder / "adapter_config.json").write_text(json.dumps(meta, indent=2) + "\n")
     return folder
 
 
-@register("lora", Config, eval_context=merged, save=save_adapter, size_param="r", count=count)
+def pissa_initial(model) -> dict:
+    """PiSSA's initial factors (A₀, B₀) of every layer that has them, as `<layer>.pissa_A0` / `.pissa_B0`."""
+    return {f"{name}.{key}": getattr(m, key).detach().cpu().contiguous() for name, m in model.named_modules()
+            if isinstance(m, LoraLayer) for key in lora_variants.PISSA_KEYS if hasattr(m, key)}
+
+
+@register("lora", Config, eval_context=merged, save=save_adapter, size_param="r", count=count,
+          optimizer_groups=lora_variants.optimizer_groups)
 def apply(model, cfg: Config, info):
     inject(model, cfg, info)
     return model

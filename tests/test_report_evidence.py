@@ -132,10 +132,10 @@ def test_a_single_runs_cell_shows_its_own_bootstrap_interval(tmp_path):
 
 
 def test_the_adalora_claim_compares_only_equal_rank_and_targets(frames, tmp_path):
-    """`same: [variant_size, targets]`: AdaLoRA at target_r = r is paired with LoRA at r on the same weight types only
+    """`match: [variant_size, targets]`: AdaLoRA at target_r = r is paired with LoRA at r on the same weight types only
     (not r = 1 with r = 8, not {q,v} with {q,k,v,o}); with no AdaLoRA runs the claim is `not run`."""
     claim = next(c for c in claims.load() if c["id"] == "adalora-vs-lora")
-    assert claim["same"] == ["variant_size", "targets"]
+    assert claim["match"] == ["variant_size", "targets"]
     assert next(r for _, r in claims.scorecard(tables.completed_runs(frames[0])).iterrows()
                 if r["claim"].startswith("adalora-vs-lora"))["verdict"] == "not run"
     for seed in range(2):

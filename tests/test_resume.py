@@ -51,10 +51,13 @@ def one_thread():
 # of a run that evaluated drifts by rounding, while a resumed run reloads it clean (train losses then differ ~1e-8).
 # AdaLoRA: killed at step 6 of its pruning phase (steps 3 … 14): the resumed run needs its importance averages back
 # (with slow averages, β = 0.99, restarting them at zero changes which triplets are pruned: this case then fails).
+# The LoRA family's case: PiSSA's residual rebuilt on resume, LoRA+'s parameter groups in the optimiser state, DoRA.
 @pytest.mark.parametrize("method", [LEARNS, ["method=lora", "method.merge_for_eval=false", "trainer.lr=1e-2"],
                                     ["method=adalora", "method.target_r=2", "method.tinit=2", "method.tfinal=10",
-                                     "method.delta_t=2", "method.beta1=0.99", "method.beta2=0.99", "trainer.lr=1e-2"]],
-                         ids=["full_ft", "lora", "adalora"])
+                                     "method.delta_t=2", "method.beta1=0.99", "method.beta2=0.99", "trainer.lr=1e-2"],
+                                    ["method=dora", "method.init=pissa", "method.lr_ratio=4.0",
+                                     "method.merge_for_eval=false", "trainer.lr=1e-2"]],
+                         ids=["full_ft", "lora", "adalora", "dora+pissa+lora_plus"])
 def test_resume_mid_epoch_equals_uninterrupted(method, tiny_overrides, tmp_path, monkeypatch, one_thread):
     # fixture: 32 rows, batch 8 → 4 steps per epoch; checkpoints at steps 3 (mid-epoch), 4 (epoch end), 6 (mid-epoch)
     overrides = [*tiny_overrides, *method, "trainer.epochs=6", "trainer.checkpoint_every=3"]
@@ -75,6 +78,7 @@ def test_resume_mid_epoch_equals_uninterrupted(method, tiny_overrides, tmp_path,
     assert [(r["step"], r["epoch"], r["batch"]) for r in resumed["resumes"]] == [(6, 2, 2)]
     assert resumed["started_at"] == crashed["started_at"]
     assert resumed["metrics"]["per_epoch"] == whole["metrics"]["per_epoch"]  # train_loss included: same batches, RNG
+    assert resumed["metrics"]["loss_curve"] == whole["metrics"]["loss_curve"]
     assert resumed["metrics"]["best"] == whole["metrics"]["best"]
     assert resumed["flags"] == whole["flags"]
     assert resumed["cost"]["steps"] == whole["cost"]["steps"] == 24

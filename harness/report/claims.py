@@ -7,8 +7,10 @@ with our effect A − B, its 95 % interval, the seeds and examples behind it, an
     not run        a side of the claim has no runs here
 
 GLUE-style claims compare configurations on each (model, task, training size) both sides ran, on paired evidence
-(harness/report/evidence.py); latency claims compare a variant with the base model in harness-bench latency JSON,
-round by round (paired: the same round, a random order each round).
+(harness/report/evidence.py), on the headline metric or on a learning-curve `measure` (harness/report/curves.py:
+lower is better, in % of B); latency claims compare a variant with the base model in harness-bench latency JSON,
+round by round (paired: the same round, a random order each round). A claim of a `family` (the LoRA family's) is
+listed only in a report with a run of one of the family's methods.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import pandas as pd
 import yaml
 
 from harness import stats
-from harness.report import evidence
+from harness.report import curves, evidence
 from harness.report.tables import fmt_num, scale_of
 
 CLAIMS = Path(__file__).with_name("claims.yaml")
@@ -32,14 +34,30 @@ GROUP = ["model", "task", "train_samples"]
 
 
 @lru_cache(maxsize=2)
+def _read(path: str) -> dict:
+    return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+
+
 def load(path: str = str(CLAIMS)) -> tuple:
-    return tuple(yaml.safe_load(Path(path).read_text(encoding="utf-8"))["claims"])
+    return tuple(_read(path)["claims"])
 
 
-def verdict(test: str, low: float, high: float, margin: float) -> tuple[str, str]:
-    """(verdict, why) for an interval [low, high] of A − B under the claim's test."""
+def listed(claim: dict, done: pd.DataFrame, path: str = str(CLAIMS)) -> bool:
+    """Whether the report lists the claim: always, or for a claim of a family when a run of one of its methods is
+    here (so the family's claims leave the paper's own reports as they were)."""
+    family = claim.get("family")
+    if not family:
+        return True
+    return not done.empty and bool(done["method"].isin(_read(path)["families"][family]).any())
+
+
+def verdict(test: str, low: float, high: float, margin: float, lower: bool = False) -> tuple[str, str]:
+    """(verdict, why) for an interval [low, high] of A − B under the claim's test; `lower`: lower is better (a
+    measure such as steps to a loss), so the test reads on B − A."""
     if low is None or math.isnan(low):
         return "inconclusive", "no interval (one seed and no per-example predictions)"
+    if lower:
+        low, high = -high, -low
     bounds = {"superior": (0.0, None), "noninferior": (-margin, None), "equivalent": (-margin, margin)}[test]
     lower, upper = bounds
     if low > lower and (upper is None or high < upper):
@@ -88,9 +106,9 @@ def _side_runs(group: pd.DataFrame, side: dict) -> pd.DataFrame:
 
 
 def _row(claim: dict, where: dict, label_a: str, label_b: str, found: dict, metric: str) -> dict:
-    factor = scale_of(metric)[0]
+    factor = 1.0 if "measure" in claim else scale_of(metric)[0]   # a measure is in % already
     low, high = found["low"] * factor, found["high"] * factor
-    decided, why = verdict(claim["test"], low, high, claim.get("margin", 0.0))
+    decided, why = verdict(claim["test"], low, high, claim.get("margin", 0.0), "measure" in claim)
     return {"claim": f"{claim['id']}: {claim['claim']}", "source": claim["source"], "paper": claim["paper"],
             "test": _test_text(claim), **where, "a": label_a, "b": label_b, "ours": found["diff"] * factor,
             "low": low, "high": high, "seeds": found["seeds"], "examples": found["examples"],
@@ -99,6 +117,9 @@ def _row(claim: dict, where: dict, label_a: str, label_b: str, found: dict, metr
 
 def _test_text(claim: dict) -> str:
     margin = claim.get("margin", 0.0)
+    if "measure" in claim:   # lower is better
+        return {"superior": "A < B", "noninferior": f"A ≤ B + {margin:g}", "equivalent": f"|A − B| < {margin:g}"}[
+            claim["test"]] + f" ({claim['measure']['name']}, %)"
     return {"superior": "A > B", "noninferior": f"A ≥ B − {margin:g}", "equivalent": f"|A − B| < {margin:g}"}[
         claim["test"]]
 
@@ -128,13 +149,20 @@ def evaluate_runs(claim: dict, done: pd.DataFrame) -> list[dict]:
         metric = group["headline"].mode().iloc[0]
         for _, runs_a in side_a.groupby("variant", sort=True):
             for _, runs_b in side_b.groupby("variant", sort=True):
-                if set(runs_a["source"]) == set(runs_b["source"]) or _context(runs_a) != _context(runs_b):
+                if set(runs_a["source"]) == set(runs_b["source"]) or _context(runs_a) != _context(runs_b) \
+                        or not _matched(claim, runs_a, runs_b):
                     continue  # the same runs (one budget is `min` and `max`), or other settings differ (init …)
-                if any(str(runs_a.iloc[0][c]) != str(runs_b.iloc[0][c]) for c in claim.get("same", ())):
-                    continue  # the claim compares at one size / one target set only (AdaLoRA vs LoRA)
-                found = evidence.compare(runs_a, runs_b, metric)
+                found = curves.compare(runs_a, runs_b, claim["measure"]) if "measure" in claim \
+                    else evidence.compare(runs_a, runs_b, metric)
                 rows.append(_row(claim, where, _label(runs_a), _label(runs_b), found, metric))
     return rows
+
+
+def _matched(claim: dict, runs_a: pd.DataFrame, runs_b: pd.DataFrame) -> bool:
+    """Whether two configurations agree on what the claim's `match` names: a report column (variant_size: LoRA's r or
+    AdaLoRA's target_r; targets) or else a method setting (r: compared at equal rank)."""
+    columns = [key if key in runs_a.columns else f"config.method.{key}" for key in claim.get("match", [])]
+    return all(str(_column(runs_a, c).iloc[0]) == str(_column(runs_b, c).iloc[0]) for c in columns)
 
 
 def _smallest_size(done: pd.DataFrame, where: dict) -> bool:
@@ -168,7 +196,7 @@ def evaluate_latency(claim: dict, benches: list[dict]) -> list[dict]:
 def scorecard(done: pd.DataFrame, benches: list[dict] = (), path: str = str(CLAIMS)) -> pd.DataFrame:
     """Every claim's rows (a `not run` row for a claim without evidence here), in claims.yaml's order."""
     rows = []
-    for claim in load(path):
+    for claim in (c for c in load(path) if listed(c, done, path)):
         found = evaluate_latency(claim, list(benches)) if "latency" in claim else evaluate_runs(claim, done)
         rows += found or [{"claim": f"{claim['id']}: {claim['claim']}", "source": claim["source"],
                            "paper": claim["paper"], "test": _test_text(claim), "verdict": "not run",

@@ -41,28 +41,35 @@ def _rows(source: str) -> tuple | None:
             np.array([r["prediction"] for r in rows]))
 
 
-def _by_seed(runs) -> dict:
+def by_seed(runs) -> dict:
     """seed → the run's row (the latest record of a seed if a cell holds several)."""
     return {row["seed"]: row for _, row in runs.iterrows()}
 
 
 def compare(runs_a, runs_b, metric: str, seed: int = 0) -> dict:
     """A − B on the headline `metric` over the seeds both ran: {diff, low, high, p_value, seeds, examples, evidence}."""
-    a, b = _by_seed(runs_a), _by_seed(runs_b)
+    a, b = by_seed(runs_a), by_seed(runs_b)
     shared = sorted(set(a) & set(b))
     column = f"metrics.best.{metric}"
-    per_seed = [float(a[s][column]) - float(b[s][column]) for s in shared]
-    found = {"diff": float(np.mean(per_seed)) if per_seed else math.nan, "low": math.nan, "high": math.nan,
-             "p_value": math.nan, "seeds": len(shared), "examples": None,
-             "evidence": "unpaired" if not shared else "one seed" if len(shared) == 1 else "seeds"}
     paired = _paired_predictions([a[s]["source"] for s in shared], [b[s]["source"] for s in shared])
     if paired and metric in glue_metrics.FAST:
+        found = seed_evidence([float(a[s][column]) - float(b[s][column]) for s in shared], interval=False)
         labels, preds_a, preds_b = paired
         result = stats.paired_difference(glue_metrics.FAST[metric], preds_a, preds_b, labels, seed=seed)
         found.update({k: result[k] for k in ("diff", "low", "high", "p_value", "examples")}, evidence="examples")
-    elif len(shared) > 1:
-        interval = stats.seed_interval(per_seed)
-        found.update(low=interval["low"], high=interval["high"], p_value=stats.sign_flip_p(per_seed))
+        return found
+    return seed_evidence([float(a[s][column]) - float(b[s][column]) for s in shared])
+
+
+def seed_evidence(per_seed: list[float], interval: bool = True) -> dict:
+    """A − B from its per-seed differences: their mean, and with two or more seeds the Student t interval and the
+    exact sign-flip p (the `seeds` evidence; `interval=False` leaves them to a stronger test)."""
+    found = {"diff": float(np.mean(per_seed)) if per_seed else math.nan, "low": math.nan, "high": math.nan,
+             "p_value": math.nan, "seeds": len(per_seed), "examples": None,
+             "evidence": "unpaired" if not per_seed else "one seed" if len(per_seed) == 1 else "seeds"}
+    if interval and len(per_seed) > 1:
+        bounds = stats.seed_interval(per_seed)
+        found.update(low=bounds["low"], high=bounds["high"], p_value=stats.sign_flip_p(per_seed))
     return found
 
 

@@ -3,7 +3,8 @@
 - a task's label, headline metric, dataset (what records call `task_family`) and table layout (its `report` block):
   the shipped task yaml (harness/conf/task/, through harness.catalog), else the record's own `config.task` (a user's
   task), else defaults;
-- a method's size parameter (LoRA's r, a prefix's l_p, FT^Top2's top): the methods registry (methods.size_param).
+- a method's size parameter (LoRA's r, a prefix's l_p, FT^Top2's top) and the defaults of
+  settings added after its records existed: the methods registry.
 
 Method labels and row order come from harness.catalog (the method yamls); trainer settings that change the score
 from harness.train.config.SCORE_KEYS.
@@ -61,3 +62,11 @@ def size_key(method_cfg):
     import methods
 
     return methods.size_key(method_cfg)
+
+
+def method_defaults(method):
+    """The defaults of the method's settings added after its records existed (methods.added_defaults): what a record
+    without such a setting ran with."""
+    import methods
+
+    return methods.added_defaults(method)

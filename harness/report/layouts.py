@@ -23,7 +23,8 @@ from harness.bench.latency import LABELS as LATENCY_LABELS
 from harness.report import tables
 from harness.report.records import TARGET_ORDER
 
-LORA_METHODS = ("lora", "lora_peft")
+# LoRA and its family (methods/lora_family.py): the methods sized by a rank r on weight types
+LORA_METHODS = ("lora", "lora_peft", "rslora", "lora_plus", "pissa", "dora")
 # What a variant label puts on the layouts' axes: its size (r=8, budget=36864) and its targets ({q,v}).
 SIZE_AND_TARGETS = r"^(?:r|budget)=\S+\s*|\{[^}]*\}\s*"
 # One table per task and per (model, method, training size, other settings such as init=kaiming).

@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from harness import catalog
-from harness.report.layouts import baseline_label
+from harness.report.layouts import LORA_METHODS, baseline_label
 from harness.report.tables import completed_runs, scale_of
 
 PNG_META = {"Software": None}
@@ -92,7 +92,7 @@ def rank_sweep(sub, title):
     # (model, method, variant less its r), i.e. one target set, plus any other setting that varies (alpha …).
     rank = sub.get("config.method.r", pd.Series(math.nan, index=sub.index))
     budget = sub.get("config.method.budget", pd.Series(None, index=sub.index, dtype=object))
-    lora = sub[sub["method"].str.startswith("lora") & rank.notna() & budget.isna() & (sub["targets"] != "")]
+    lora = sub[sub["method"].isin(LORA_METHODS) & rank.notna() & budget.isna() & (sub["targets"] != "")]
     lora = lora.assign(rank=rank[lora.index].astype(float), line=lora["variant"].str.replace(r"^r=\S+\s*", "", regex=True))
     lines = {k: g for k, g in lora.groupby(["model", "method", "line"]) if g["rank"].nunique() >= 2}
     if not lines:

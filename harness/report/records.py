@@ -5,12 +5,13 @@ tables need, becomes a problem (path, what is wrong), listed in the report, neve
 """
 import glob
 import json
+import math
 from pathlib import Path
 
 import pandas as pd
 
 from harness import results
-from harness.report.facts import size_key, size_param, task_view
+from harness.report.facts import method_defaults, size_key, size_param, task_view
 from harness.train.config import IDENTITY_UNLESS_DEFAULT, SCORE_KEYS
 
 REQUIRED = ("status", "model", "task", "method")
@@ -103,12 +104,24 @@ def add_varying_settings(frame):
         shown = {"config.method." + str(k) for k in ("name", "budget", "targets", size_param(method),
                                                       *results.DISPLAY_KEYS["method"])}
         candidates = [c for c in settings if c not in shown] + scoring
-        varying = [c for c in candidates if group[c].map(lambda v: json.dumps(v, default=str)).nunique() > 1]
+        defaults = method_defaults(method)
+        as_text = lambda c: _as_run(group[c], defaults).map(lambda v: json.dumps(v, default=str))  # noqa: E731
+        varying = [c for c in candidates if as_text(c).nunique() > 1]
         rows = (frame["method"] == method) & (frame["model"] == model) & (frame["task"] == task)
         for column in varying:
-            extra = [f"{column.rsplit('.', 1)[1]}={v}" for v in frame.loc[rows, column]]
+            extra = [f"{column.rsplit('.', 1)[1]}={v}" for v in _as_run(frame.loc[rows, column], defaults)]
             frame.loc[rows, "variant"] = [f"{v} {e}".strip() for v, e in zip(frame.loc[rows, "variant"], extra)]
     return frame
+
+
+def _as_run(values, defaults: dict):
+    """A config column as the runs ran it: an absent method setting that was added later (e.g. LoRA's `scaling`) is
+    its default, which a record written before it existed ran with; anything else as it is."""
+    key = values.name.rsplit(".", 1)[1]
+    if not values.name.startswith("config.method.") or key not in defaults:
+        return values
+    absent = lambda v: v is None or (isinstance(v, float) and math.isnan(v))  # noqa: E731
+    return values.map(lambda v: defaults[key] if absent(v) else v)
 
 
 def _subset(value):

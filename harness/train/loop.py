@@ -15,112 +15,23 @@ from __future__ import annotations
 
 import logging
 import math
-import resource
 import statistics
 import time
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from harness import flops as flop_count
-from harness.errors import ConfigError
 from harness.train.checkpoint import Checkpoints, trainable_state
 from harness.train.config import TrainerConfig
-from harness.train.sampler import ResumableShuffle, make_sampler
+from harness.train.setup import (Setup, StepHooks, make_accelerator, param_groups,  # noqa: F401 (re-exported)
+                                  peak_memory_bytes, prepare)
 from harness.train.state import Diverged, TrainingState, TrainResult
 
 log = logging.getLogger(__name__)
 __all__ = ["Diverged", "StepHooks", "TrainResult", "fit", "make_accelerator", "param_groups", "peak_memory_bytes"]
-
-
-def make_accelerator(tcfg: TrainerConfig):
-    from accelerate import Accelerator
-
-    use_cuda = tcfg.device != "cpu" and torch.cuda.is_available()
-    precision = tcfg.precision
-    if precision == "auto":
-        precision = "bf16" if use_cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if precision != "fp32" and not use_cuda:
-        raise ConfigError(f"trainer.precision={precision} needs a CUDA device; valid choices on CPU: auto, fp32")
-    return Accelerator(cpu=not use_cuda, mixed_precision="no" if precision == "fp32" else precision,
-                       gradient_accumulation_steps=tcfg.grad_accum)
-
-
-def param_groups(model, weight_decay: float):
-    """AdamW groups: no decay on biases and normalisation weights (1-D tensors), as in BERT/RoBERTa fine-tuning."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def peak_memory_bytes(device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB: peak RSS of the process
-
-
-@dataclass
-class StepHooks:
-    """A method's hooks in each step, bound to its config (methods/__init__.py `Method`): `regularizer(model)` → a loss
-    term or None; `after_step(model, step, total_steps)` after each real optimiser step, before zero_grad."""
-
-    regularizer: Callable | None = None
-    after_step: Callable | None = None
-
-
-@dataclass
-class Setup:
-    """The prepared pieces of one training call: model, optimiser, schedule and the seeded, resumable data order."""
-
-    accelerator: object
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    loader: DataLoader
-    sampler: ResumableShuffle
-    generator: torch.Generator     # the training order, and nothing else
-    loss_fn: Callable
-    trainable: list                # the parameters that train, for gradient clipping
-    steps_per_epoch: int
-    total_steps: int
-    epochs: int
-    hooks: StepHooks
-    step_flops: flop_count.StepFlops | None = None   # a training step's FLOPs per sequence length (None: not counted)
-    trained_at_eval: float = 0.0   # training seconds (the clock's) at the last evaluation: the epoch line's time
-
-    def parts(self) -> dict:
-        """What a checkpoint holds besides the training state: the unwrapped model, the optimizer, the scheduler."""
-        return {"model": self.accelerator.unwrap_model(self.model), "optimizer": self.optimizer,
-                "scheduler": self.scheduler}
-
-
-def prepare(model, train_ds, tcfg: TrainerConfig, collate: Callable, seed: int, loss_fn: Callable | None,
-            accelerator=None, hooks: StepHooks | None = None) -> Setup:
-    from transformers import get_linear_schedule_with_warmup
-
-    accelerator = accelerator or make_accelerator(tcfg)
-    loss_fn = loss_fn or (lambda m, batch: m(**batch).loss)
-    generator = torch.Generator().manual_seed(seed)
-    sampler = make_sampler(train_ds, tcfg.group_by_length, tcfg.batch_size, generator)
-    loader = DataLoader(train_ds, batch_size=tcfg.batch_size, sampler=sampler, generator=generator, collate_fn=collate)
-    steps_per_epoch = math.ceil(len(loader) / tcfg.grad_accum)
-    total_steps = tcfg.max_steps or tcfg.epochs * steps_per_epoch
-    optimizer = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr)
-    warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else round(tcfg.warmup_ratio * total_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    counted = flop_count.step_flops(accelerator.unwrap_model(model), loss_fn, collate, train_ds[0], accelerator.device)
-    if accelerator.device.type == "cuda":  # after the FLOP count's probe steps
-        torch.cuda.reset_peak_memory_stats(accelerator.device)
-    return Setup(accelerator, model, optimizer, scheduler, loader, sampler, generator, loss_fn,
-                 [p for p in model.parameters() if p.requires_grad], steps_per_epoch, total_steps,
-                 math.ceil(total_steps / steps_per_epoch), hooks or StepHooks(), counted)
 
 
 def train_step(s: Setup, batch: dict, max_grad_norm: float | None, step: int) -> tuple[float, bool, str | None]:
@@ -279,7 +190,7 @@ def fit(model, train_ds, tcfg: TrainerConfig, *, collate: Callable, evaluate: Ca
     """Train `model` on `train_ds`; `evaluate(model) -> {metric: value}` runs after every epoch (and every
     `eval_every_steps`); the best evaluation on `headline` is kept. With `checkpoints`, training resumes from the
     newest checkpoint there and saves new ones; `on_progress(result)` runs after each evaluation, so that the caller
-    can record the history so far. `hooks`: the method's regulariser and after-step hook (StepHooks). Before
+    can record the history so far. `hooks`: the method's optimiser groups, regulariser and after-step hook (StepHooks). Before
     training, `loss_fn` also runs on three unpadded probe rows, whose FLOPs fix the cost record's count
     (harness/flops.py)."""
     on_progress = on_progress or (lambda result: None)

@@ -9,6 +9,8 @@ ends with the same numbers as one that was never interrupted.
 """
 from __future__ import annotations
 
+import math
+import statistics
 import time
 from dataclasses import dataclass, field
 
@@ -37,6 +39,17 @@ class TrainResult:
     steps: int = 0
 
     PROGRESS = ("per_epoch", "best", "best_epoch", "best_stats", "best_predictions", "losses", "nonfinite_skipped")
+
+    def loss_curve(self, every: int, batches_per_step: int = 1, most: int = 200) -> dict:
+        """The training loss as a learning curve, for the claim scorecard's convergence claims (LoRA+, PiSSA): the mean
+        batch loss over each window of `every` optimiser steps (wider windows once there would be over `most`),
+        {"step": [each window's last step], "loss": [...]}; a last, shorter window included."""
+        steps = math.ceil(len(self.losses) / batches_per_step)
+        width = every * max(1, math.ceil(steps / (every * most)))
+        size = width * batches_per_step
+        points = [(min((i + size) // batches_per_step, steps), statistics.fmean(self.losses[i:i + size]))
+                  for i in range(0, len(self.losses), size)]
+        return {"step": [step for step, _ in points], "loss": [round(loss, 6) for _, loss in points]}
 
 
 class Clock:
