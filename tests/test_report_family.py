@@ -66,7 +66,7 @@ def test_family_claims_are_listed_only_where_the_family_ran(tmp_path):
     rows = family_rows(frame(tmp_path))
     verdicts = dict(zip(rows["claim"].str.split(":").str[0], rows["verdict"]))
     assert verdicts == {"rslora-high-rank": "not run", "loraplus-faster": "not run", "loraplus-accuracy": "not run",
-                        "pissa-faster-early": "not run", "dora-equal-rank": "supported"}
+                        "pissa-faster-early": "not run", "dora-equal-rank": "supported", "adalora-vs-lora": "not run"}
 
 
 def test_family_claims_compare_at_equal_rank_and_on_learning_curves(tmp_path):

@@ -70,4 +70,5 @@ def test_the_runner_binds_the_hooks_and_combo_runs_every_members():
             hooks.after_step(model, step, 3)      # step 2 = T − t_f: the final allocation, one triplet per matrix
     layers = [m for m in model.modules() if type(m).__name__ == "SVDLayer"]
     assert len(layers) == 12 and sum(int(layer.keep.sum()) for layer in layers) == 12   # of 2 × 12 initial
-    assert step_hooks(*methods.build({"name": "lora"})) == StepHooks()   # no hooks: nothing bound
+    plain = step_hooks(*methods.build({"name": "lora"}))   # no step hooks; LoRA's groups are the loop's own (λ = 1)
+    assert plain.regularizer is None and plain.after_step is None and plain.groups(model, 1e-3, 0.0) is None

@@ -120,6 +120,9 @@ def write_report(runs, problems, unmatched, out, formats=FORMATS, benches=(), la
     grids, score = [card] + _paper_tables(agg, tasks, runs), _scorecard_table(agg, tasks, runs)
     grids += layouts.layout_tables(agg, runs, tasks) + layouts.latency_tables(latency)
     grids += [table for table in [cost.cost_table(runs)] if table]   # only where records counted their FLOPs
+    # only runs whose folders kept LoRA adapters or full FT's ΔW
+    analysis_tables, analysis_plots = report_section(runs, out / "plots") if analysis else ([], [])
+    grids += analysis_tables
     write_tables(grids + [score], out, formats)
     _write(out / "aggregate.csv", _csv(agg.drop(columns=["variant_size"], errors="ignore")))
     _write(out / "runs.csv", runs_csv(runs))
