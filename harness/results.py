@@ -46,7 +46,8 @@ def unflatten(flat: dict, sep: str = ".") -> dict:
 
 
 # Keys that say how a run is shown or watched, never what it computes: left out of its identity.
-DISPLAY_KEYS = {"method": ("label", "order"), "task": ("label", "report"), "tracker": ("system_stats",)}
+DISPLAY_KEYS = {"method": ("label", "order"), "task": ("label", "report"), "model": ("label",),
+                "tracker": ("system_stats",)}
 
 
 def run_id(config: dict) -> str:
@@ -55,6 +56,8 @@ def run_id(config: dict) -> str:
     ident = json.loads(json.dumps(config, default=str))
     for key in ("hydra", "skip_completed", "resume", "rerun", "overwrite"):
         ident.pop(key, None)
+    if ident.get("init_from") is None:  # a key newer than many records: unset, it leaves their identity as it was
+        ident.pop("init_from", None)
     for key in NOT_IDENTITY:
         ident.get("trainer", {}).pop(key, None)
     for group, keys in DISPLAY_KEYS.items():

@@ -27,7 +27,7 @@ from harness import faults, flags, outputs, results, tasks, validate
 from harness.io import write_atomic, write_json_atomic
 from harness.models.info import ModelInfo
 from harness.tracking import NullTracker, make_tracker, run_tags
-from harness.train.checkpoint import Checkpoints
+from harness.train.checkpoint import BEST_FILE, Checkpoints, load_trainable
 from harness.train.loop import Diverged, TrainResult, fit
 
 log = logging.getLogger("harness")
@@ -129,10 +129,24 @@ def adapt(s: Session, checked: validate.Checked, model) -> tuple[torch.nn.Module
     method_cfg = checked.method.sized(checked.method_cfg, info, model)
     model = checked.method.apply(model, method_cfg, info)
     info.train_head(model)
+    start_from(s, model)
     s.record["config"]["method"].update(dataclasses.asdict(method_cfg))
     s.record["params"] = info.count_params(model)
     log.info("params: %s", s.record["params"])
     return model, method_cfg, info
+
+
+def start_from(s: Session, model) -> None:
+    """`init_from`: the trainable parameters a completed run kept (its folder checked at start-up), loaded with the
+    exact key set; the record names that run."""
+    folder = s.config.get("init_from")
+    if folder:
+        from safetensors.torch import load_file
+
+        load_trainable(model, load_file(str(Path(folder) / BEST_FILE)))
+        source = results.read_record(Path(folder) / "run.json") or {}
+        s.record["init_from"] = {"path": str(folder), "run_id": source.get("run_id")}
+        log.info("trainable parameters loaded from %s (run %s)", folder, source.get("run_id"))
 
 
 def start_tracking(s: Session, method_name: str) -> None:
@@ -172,6 +186,7 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
     start_tracking(s, method.name)
     result = train(s, checked, checkpoints, pipeline, model, method_cfg)
     record["metrics"], record["cost"] = metrics_of(result, task.headline), result.cost
+    record["zero_shot"] = result.steps == 0 and not s.config.get("init_from")   # the model as loaded, evaluated
     record["provenance"]["device"] = result.cost["device"]
     if pipeline.after_run:  # e.g. decode once with the final model and save the generations
         with method.evaluating(model, method_cfg):
@@ -189,7 +204,7 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
     record["status"] = "completed"
     s.write()  # completed before the checkpoints go
     try:
-        checkpoints.finish(result.best_state, s.output_dir / "best.safetensors")
+        checkpoints.finish(result.best_state, s.output_dir / BEST_FILE)
     except OSError as exc:
         log.warning("could not prune checkpoints in %s: %s", checkpoints.folder, exc)
     s.tracker.summary({"status": "completed", "headline": task.headline, "flags": record["flags"],

@@ -10,6 +10,7 @@ reported at once, one line each, naming the key or path and the valid choices (e
     top level      seed ≥ 0, skip_completed and resume booleans; tracker name and mode
     data           the dataset module's `check_data(task)` (GLUE: each split's file is present and not empty)
     output         the output folder can be created and written to
+    init_from      a completed run's folder with its best.safetensors, trained with the same model and method settings
     method × model the method is applied to a weightless skeleton of the model the task will build (meta device: no
                    weights are read; its config comes from the package folder, the tiny mapping, the GGUF file's
                    metadata or the local hub cache), so LoRA targets that match no module, or a method that does not
@@ -24,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import methods
-from harness import tasks
+from harness import results, tasks
 from harness.errors import ConfigError, HarnessError, unknown_choice
 from harness.models import source
 from harness.models.classifier import pooling_of
 from harness.models.info import ModelInfo
 from harness.tasks.config import TaskConfig, dataset_module, task_config
+from harness.train.checkpoint import BEST_FILE
 from harness.train.config import TrainerConfig, trainer_config
 
 log = logging.getLogger(__name__)
@@ -114,6 +116,28 @@ def check_output_dir(output_dir: Path) -> None:
                           "set hydra.run.dir / hydra.sweep.dir to a writable folder")
 
 
+def check_init_from(config: dict) -> None:
+    """`init_from`: a completed run's folder holding its trained parameters, made with this run's model and method
+    settings (everything but the learning rate and the display keys); the exact key set is checked when they load."""
+    folder = config.get("init_from")
+    if folder is None:
+        return
+    record = results.read_record(Path(folder) / "run.json")
+    if not record or record.get("status") != "completed" or not (Path(folder) / BEST_FILE).is_file():
+        raise ConfigError(f"init_from={folder} is not a completed run's folder (run.json with status completed and "
+                          f"{BEST_FILE}); valid: the output folder of a completed run")
+    theirs, mine = record.get("config") or {}, config
+    if (theirs.get("model") or {}).get("name") != (mine.get("model") or {}).get("name"):
+        raise ConfigError(f"init_from={folder} trained model {record.get('model')}, this run model "
+                          f"{(mine.get('model') or {}).get('name')}; valid: a run of the same model")
+    skip = methods.COMMON_KEYS - {"name"}
+    method_a, method_b = theirs.get("method") or {}, mine.get("method") or {}
+    for key in sorted((set(method_a) | set(method_b)) - skip):
+        if method_a.get(key) != method_b.get(key):
+            raise ConfigError(f"init_from={folder} trained with method.{key}={method_a.get(key)!r}, this run has "
+                              f"method.{key}={method_b.get(key)!r}; valid: the same method settings")
+
+
 def positions(hf_config) -> int | None:
     """The input positions a model can read: `max_position_embeddings` (`n_positions` for GPT-2), less RoBERTa's
     offset (its position ids start after the padding id)."""
@@ -190,6 +214,7 @@ def check(config: dict, output_dir: str | Path) -> Checked:
     if task:  # the task config is sound: its data can be looked for
         problems += attempt(check_data, task) or []
     attempt(check_output_dir, Path(output_dir))
+    attempt(check_init_from, config)
     attempt(check_cache_dir, trainer)
     if built and task and model_ok and not problems:
         attempt(check_method_on_model, *built, task, config["model"], trainer)

@@ -75,8 +75,8 @@ def scorecard(agg, tasks):
     (task → facts.task_view) gives the row order."""
     rows = []
     for _, cell in agg.iterrows():
-        if cell["task_family"] == "glue" and not cell["headline"]:
-            continue
+        if (cell["task_family"] == "glue" and not cell["headline"]) or cell.get("baseline"):
+            continue   # a zero-shot row is no method of the paper's
         for entry in _pick(cell):
             # Table 3 reports the mean of 3 seeds; Table 2 the median of 5: compare like with like.
             stat = "mean" if entry["table"] == 3 else "median"
