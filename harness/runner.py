@@ -204,7 +204,8 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
     record["status"] = "completed"
     s.write()  # completed before the checkpoints go
     try:
-        checkpoints.finish(result.best_state, s.output_dir / BEST_FILE)
+        # a zero-shot run trained nothing: its parameters are the model's own (full FT's: the whole model), not kept
+        checkpoints.finish(None if record["zero_shot"] else result.best_state, s.output_dir / BEST_FILE)
     except OSError as exc:
         log.warning("could not prune checkpoints in %s: %s", checkpoints.folder, exc)
     s.tracker.summary({"status": "completed", "headline": task.headline, "flags": record["flags"],

@@ -7,7 +7,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from harness import report
-from harness.report import layouts, plots, render
+from harness.report import layouts, plots, render, sections
 from harness.report import tables as rt
 from harness.report.facts import tasks_in
 from tests.test_report import make_record
@@ -220,3 +220,16 @@ def test_table3_layout_zero_shot_first_and_intervals_for_every_metric():
     for text_cell, (mean, factor, digits), k in zip(lora, expected, scale):
         low, high = (mean - k * half) * factor, (mean + k * half) * factor
         assert text_cell == f"{mean * factor:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] (n=2)"
+
+
+def test_a_completed_run_without_a_score_is_listed_never_dropped():
+    """A split decoded without references (E2E's released test MRs) completes with an empty metrics.best: no cell,
+    and the list of runs left out of the tables names it with why."""
+    scored = e2e_record("lora", 0, 0.70, r=8, targets=["q", "v"])
+    unscored = dict(e2e_record("lora", 1, 0.70, r=8, targets=["q", "v"]), _source="runs/test-split/run.json")
+    unscored["metrics"] = dict(unscored["metrics"], best={}, per_epoch=[])
+    runs, agg, _ = frames([scored, unscored])
+    left = sections.not_in_tables(runs)
+    assert left["status"].tolist() == ["completed, no score (its run.json says why)"]
+    assert left["source"].tolist() == ["runs/test-split/run.json"]
+    assert agg[agg["metric"] == "bleu"]["n"].tolist() == [1]

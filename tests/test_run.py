@@ -72,6 +72,7 @@ def test_epochs_zero_evaluates_the_untrained_model(tiny_overrides, tmp_path):
         assert [row["epoch"] for row in record["metrics"]["per_epoch"]] == [0]
         assert record["metrics"]["best_epoch"] == 0
     assert lora["metrics"]["per_epoch"][0]["accuracy"] == base["metrics"]["per_epoch"][0]["accuracy"]
+    assert not (tmp_path / "ft" / "best.safetensors").exists()   # nothing trained: full FT's copy of the model not kept
 
 
 @pytest.mark.parametrize("task,keys", [
