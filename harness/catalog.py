@@ -3,6 +3,7 @@ need to know about a method, a task or a model by name, from the one place it is
 
     method_meta("lora")  → {"label": "LoRA", "order": 10, ...}    (conf/method/lora.yaml)
     task_meta("sst2")    → {"label": "SST-2", "headline": "accuracy", "report": {...}, ...}   (conf/task/**/sst2.yaml)
+    model_label("smollm2") → "SmolLM2"                              (conf/model/smollm2.yaml)
     model_yaml("minilm") → the model yaml composed with its architecture map (conf/model/arch/bert.yaml)
 
 Nothing here imports torch, so reading run records stays cheap.
@@ -65,6 +66,12 @@ def task_choices() -> list[str]:
 def choices(group: str) -> list[str]:
     """The option names of a flat config group (model, method, trainer, tracker, experiment, sweep)."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def model_label(name: str) -> str:
+    """How reports name a model (its yaml's `label`: SmolLM2), else its name."""
+    path = CONF_DIR / "model" / f"{name}.yaml"
+    return str((_load(path) if path.is_file() else {}).get("label") or name)
 
 
 def model_yaml(name: str) -> dict | None:

@@ -49,7 +49,7 @@ def unflatten(flat: dict, sep: str = ".") -> dict:
 # Keys that say how a run is shown, watched or what it keeps on disk, never what it computes: left out of its identity
 # (and never split a report's rows).
 DISPLAY_KEYS = {"method": ("label", "order", "save_delta", "delta_types", "delta_dtype"), "task": ("label", "report"),
-                "tracker": ("system_stats",)}
+                "model": ("label",), "tracker": ("system_stats",)}
 # Keys added after records existed whose null default means "not used": left out of the config (and so of the identity
 # and the record) while null, so that the runs made before them keep their run_id and read the same in reports.
 ABSENT_WHEN_NULL = {"method": ("init_from",), "trainer": ("warmup_steps",)}

@@ -28,7 +28,7 @@ from harness.io import write_atomic, write_json_atomic
 from harness.models.info import ModelInfo
 from harness.protocols import effective
 from harness.tracking import NullTracker, make_tracker, run_tags
-from harness.train.checkpoint import Checkpoints
+from harness.train.checkpoint import BEST_FILE, Checkpoints
 from harness.train.loop import Diverged, StepHooks, TrainResult, fit
 
 log = logging.getLogger("harness")
@@ -202,6 +202,7 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
     start_tracking(s, method.name)
     result = train(s, checked, checkpoints, pipeline, model, method_cfg)
     record["metrics"], record["cost"] = metrics_of(result, task.headline, checked.trainer), result.cost
+    record["zero_shot"] = result.steps == 0 and not s.config["method"].get("init_from")   # the model as loaded
     record["provenance"]["device"] = result.cost["device"]
     if pipeline.after_run:  # e.g. decode once with the final model and save the generations
         with method.evaluating(model, method_cfg):
@@ -220,7 +221,8 @@ def execute(s: Session, checked: validate.Checked, checkpoints: Checkpoints) -> 
     record["status"] = "completed"
     s.write()  # completed before the checkpoints go
     try:
-        checkpoints.finish(result.best_state, s.output_dir / "best.safetensors")
+        # a zero-shot run trained nothing: its parameters are the model's own (full FT's: the whole model), not kept
+        checkpoints.finish(None if record["zero_shot"] else result.best_state, s.output_dir / BEST_FILE)
     except OSError as exc:
         log.warning("could not prune checkpoints in %s: %s", checkpoints.folder, exc)
     s.tracker.summary({"status": "completed", "headline": task.headline, "flags": record["flags"],

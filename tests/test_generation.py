@@ -313,3 +313,33 @@ def test_after_run_decodes_the_final_model_when_the_best_generations_were_not_ke
     assert record["metrics"]["best"] == {"acc": 0.5} and record["metrics"]["best_epoch"] == 2
     assert (tmp_path / "generations.txt").read_text() == "right\nwrong\n"
     assert tracker.tables["eval/generations"][1] == [["q1", "right", "r1"]]
+
+
+# --- a split without references (E2E's released test MRs) ------------------------------------------------------------
+
+TEST_MRS = ["name[Blue Spice], eatType[pub]", "name[Cotto], food[Italian]", "name[Blue Spice], eatType[pub]",
+            "name[Loch Fyne], area[riverside], familyFriendly[no]"]
+
+
+def test_e2e_test_mrs_without_references_are_decoded_with_beams_never_scored(e2e_dir, tmp_path, tracker):
+    """testset.csv (column MR, no references) is the test split when testset_w_refs.csv is absent: its distinct MRs are
+    decoded with the paper's beam settings into generations.txt, nothing is scored, run.json says why."""
+    write_e2e_csv(e2e_dir / "e2e_nlg" / "csv" / "testset.csv", [(mr,) for mr in TEST_MRS], header=("MR",))
+    cfg = compose_cfg("model=tiny-gpt2", "task=e2e", "method=lora", *overrides(
+        e2e_dir, tmp_path, "task.splits.eval=test", "task.generation.num_beams=3", "task.generation.length_penalty=0.9",
+        "task.generation.no_repeat_ngram_size=4"))
+    out = tmp_path / "out"
+    record = run(cfg, out)
+    assert record["status"] == "completed" and record["metrics"]["best"] == {}
+    evaluation = record["evaluation"]
+    assert evaluation["items"] == {"test": 3} and evaluation["references"] == {"test": 0}   # 3 distinct MRs
+    assert evaluation["note"].startswith("split test has no references: its 3 items are decoded")
+    assert evaluation["decoding"]["num_beams"] == 3 and evaluation["decoding"]["no_repeat_ngram_size"] == 4
+    assert record["provenance"]["data"]["test"]["path"].endswith("testset.csv")
+    assert len((out / "generations.txt").read_text().splitlines()) == 3 and not (out / "references.txt").exists()
+    assert [row[0] for row in tracker.tables["eval/generations"][1]] == TEST_MRS[:2] + TEST_MRS[3:]
+    assert "near_zero_headline" not in record["flags"]
+    assert [set(row) for row in record["metrics"]["per_epoch"]] == [{"epoch", "step", "train_loss"}]  # nothing measured
+    with pytest.raises(HarnessError, match=r"testset_w_refs\.csv"):   # never a training split: it has no targets
+        run(compose_cfg("model=tiny-gpt2", "task=e2e", "method=lora", *overrides(
+            e2e_dir, tmp_path, "task.splits.train=test", "task.splits.eval=test")), tmp_path / "train-on-test")

@@ -165,7 +165,7 @@ def test_e2e_and_wikisql_tables(built):
     assert "| Model | Method | Size | # Params | BLEU | NIST | METEOR | ROUGE-L | CIDEr |" in e2e
     assert "| gpt2-medium | LoRA | r=4 {q,v} | 0.35M |" in e2e                 # 2 decimals: 0.3M would be 14% off
     assert "**70.5** ±0.7 | **8.85** ±0.07 | **46.5** ±0.7 | **71.5** ±0.7 | **2.55** ±0.07 |" in e2e
-    wikisql = (built[0] / "out" / "wikisql.md").read_text()
+    wikisql = (built[0] / "out" / "table4_wikisql.md").read_text()
     assert "| **70.0** | **75.0** |" in wikisql
 
 

@@ -7,7 +7,7 @@ import pytest
 from matplotlib.figure import Figure
 
 from harness import report
-from harness.report import layouts, plots, render
+from harness.report import layouts, plots, render, sections
 from harness.report import tables as rt
 from harness.report.facts import tasks_in
 from tests.test_report import make_record
@@ -113,11 +113,15 @@ def test_table1_latency_layout(tmp_path):
 
 
 def test_zero_shot_label():
-    row = {"method": "lora", "config.trainer.epochs": 0, "config.trainer.max_steps": None}
-    assert layouts.baseline_label(row) == "Zero-shot (LoRA, untrained)"
+    """The model's label from its yaml; the record's own `zero_shot` mark decides, older records by epochs = 0."""
+    row = {"model": "smollm2", "method": "lora", "config.trainer.epochs": 0, "config.trainer.max_steps": None}
+    assert layouts.baseline_label(row) == "SmolLM2 (zero-shot)"
+    assert layouts.baseline_label(dict(row, model="my-model")) == "my-model (zero-shot)"   # no yaml: its name
     assert layouts.baseline_label(pd.Series(dict(row, **{"config.trainer.max_steps": float("nan")}))) is not None
     assert layouts.baseline_label(dict(row, **{"config.trainer.epochs": 2})) is None
     assert layouts.baseline_label(dict(row, **{"config.trainer.max_steps": 50})) is None
+    assert layouts.baseline_label(dict(row, zero_shot=False)) is None            # epochs=0 on weights from init_from
+    assert layouts.baseline_label(dict(row, zero_shot=float("nan"))) is not None  # a frame's gap: the older rule
 
 
 def test_latex_is_a_float_with_caption_label_and_notes():
@@ -177,3 +181,55 @@ def test_learning_curves_facet_many_configurations(tmp_path):
     plots.make_plots(runs, tmp_path / "b" / "plots", tasks)
     for rel in first:
         assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+
+
+def e2e_record(method, seed, bleu, epochs=1, zero_shot=None, **kw):
+    """A SmolLM2 E2E run: BLEU `bleu`, the other four metrics fixed offsets of it (NIST 10×, METEOR −0.2 …)."""
+    best = {"bleu": bleu, "nist": 10 * bleu, "meteor": bleu - 0.2, "rouge_l": bleu + 0.05, "cider": 3 * bleu}
+    record = make_record("smollm2", "e2e", method, seed, best, train=2000, **kw)
+    record["config"]["trainer"]["epochs"] = epochs
+    record.update(run_id=record["run_id"] + f"-e{epochs}", _source=f"runs/{method}-{seed}-e{epochs}/run.json")
+    return record if zero_shot is None else dict(record, zero_shot=zero_shot)
+
+
+def test_table3_layout_zero_shot_first_and_intervals_for_every_metric():
+    """Table 3 on E2E records: the zero-shot row (epochs=0, marked in the record) comes first as "SmolLM2 (zero-shot)"
+    with nothing trained; trained rows keep their own size labels (epochs=1 splits nothing); each of the five metrics
+    gets a 95 % t interval over the two seeds: mean ± t(0.975, 1)·s/√2 with t = 12.706."""
+    records = [e2e_record("full_ft", 0, 0.05, epochs=0, zero_shot=True, params=134_515_008)]
+    records += [e2e_record("full_ft", s, b, params=134_515_008) for s, b in ((0, 0.60), (1, 0.62))]
+    records += [e2e_record("lora", s, b, r=8, targets=["q", "v"], params=460_800) for s, b in ((0, 0.70), (1, 0.72))]
+    runs, agg, tasks = frames(records)
+    spec = rt.table_specs(agg, tasks)[0]
+    assert spec["name"] == "table3_e2e" and [label for label, _, _ in spec["columns"]] == [
+        "BLEU", "NIST", "METEOR", "ROUGE-L", "CIDEr"]
+    table = rt.build_table(agg, spec)
+    text = [[c["text"] for c in row] for row in table["rows"]]
+    assert [row[:4] for row in text] == [["smollm2", "SmolLM2 (zero-shot)", "–", "0"],
+                                         ["smollm2", "FT", "–", "134.5M"],
+                                         ["smollm2", "LoRA", "r=8 {q,v}", "0.5M"]]
+    assert text[0][4:] == ["5.0", "0.50", "-15.0", "10.0", "0.15"]               # one run: its values, ×100 or as is
+    assert text[2][4:] == ["71.0", "7.10", "51.0", "76.0", "2.13"]               # medians of the two seeds
+    assert any(n.startswith("SmolLM2 (zero-shot): the model as loaded") and "method full_ft" in n
+               for n in table["notes"])
+    assert "Training examples: 2000 (trainer.max_train_samples)." in table["notes"]
+    half = 12.706 * 0.01                      # s = 0.02/√2 for two values 0.02 apart; s/√2 = 0.01
+    lora = [c["text"] for c in rt.interval_table(agg, spec)["rows"][2][3:]]
+    expected = [(0.71, 100, 1), (7.1, 1, 2), (0.51, 100, 1), (0.76, 100, 1), (2.13, 1, 2)]
+    scale = [1, 10, 1, 1, 3]                  # NIST and CIDEr move 10× and 3× BLEU: their half-widths too
+    for text_cell, (mean, factor, digits), k in zip(lora, expected, scale):
+        low, high = (mean - k * half) * factor, (mean + k * half) * factor
+        assert text_cell == f"{mean * factor:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}] (n=2)"
+
+
+def test_a_completed_run_without_a_score_is_listed_never_dropped():
+    """A split decoded without references (E2E's released test MRs) completes with an empty metrics.best: no cell,
+    and the list of runs left out of the tables names it with why."""
+    scored = e2e_record("lora", 0, 0.70, r=8, targets=["q", "v"])
+    unscored = dict(e2e_record("lora", 1, 0.70, r=8, targets=["q", "v"]), _source="runs/test-split/run.json")
+    unscored["metrics"] = dict(unscored["metrics"], best={}, per_epoch=[])
+    runs, agg, _ = frames([scored, unscored])
+    left = sections.not_in_tables(runs)
+    assert left["status"].tolist() == ["completed, no score (its run.json says why)"]
+    assert left["source"].tolist() == ["runs/test-split/run.json"]
+    assert agg[agg["metric"] == "bleu"]["n"].tolist() == [1]

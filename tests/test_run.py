@@ -68,10 +68,11 @@ def test_epochs_zero_evaluates_the_untrained_model(tiny_overrides, tmp_path):
     base = run(compose_cfg(*tiny_overrides, "method=full_ft", "trainer.epochs=0", "seed=5"), tmp_path / "ft")
     lora = run(compose_cfg(*tiny_overrides, "method=lora", "trainer.epochs=0", "seed=5"), tmp_path / "lora")
     for record in (base, lora):
-        assert record["status"] == "completed" and record["cost"]["steps"] == 0
+        assert record["status"] == "completed" and record["cost"]["steps"] == 0 and record["zero_shot"] is True
         assert [row["epoch"] for row in record["metrics"]["per_epoch"]] == [0]
         assert record["metrics"]["best_epoch"] == 0
     assert lora["metrics"]["per_epoch"][0]["accuracy"] == base["metrics"]["per_epoch"][0]["accuracy"]
+    assert not (tmp_path / "ft" / "best.safetensors").exists()   # nothing trained: full FT's copy of the model not kept
 
 
 @pytest.mark.parametrize("task,keys", [

@@ -18,7 +18,8 @@ CHOICES["task"] = {f"glue/{p.stem}" for p in (Path(CONF_DIR) / "task" / "glue").
 
 
 def test_every_paper_experiment_has_a_cpu_and_a_paper_sized_sweep():
-    for name in ("glue_table2", "lora_rank", "lora_targets_budget", "param_budget", "low_data", "e2e_table3"):
+    for name in ("glue_table2", "lora_rank", "lora_targets_budget", "param_budget", "low_data", "e2e_table3",
+                 "wikisql_table4"):
         assert name in SWEEPS and f"{name}_cpu" in SWEEPS
 
 

@@ -100,3 +100,12 @@ def test_real_dev_and_train(real_data):
 def test_real_testset_without_references_is_rejected(real_data):
     with pytest.raises(DataError, match="testset_w_refs"):
         read_e2e_csv(real_data / "e2e_nlg" / "csv" / "testset.csv")
+
+
+def test_real_test_mrs_are_read_as_mrs_without_references(real_data):
+    """Only where asked (an evaluation split): the released testset.csv, 630 distinct MRs (SOURCE.md), no references."""
+    path = find_e2e_file(real_data, "test", mrs_only=True)
+    assert path.name == "testset.csv"
+    pairs = read_e2e_csv(path, mrs_only=True)
+    assert len(pairs) == 630 and len(group_by_mr(pairs)) == 630 and {ref for _, ref in pairs} == {None}
+    assert pairs[0][0].startswith("name[")

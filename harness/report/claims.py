@@ -25,6 +25,7 @@ import yaml
 
 from harness import stats
 from harness.report import curves, evidence
+from harness.report.records import zero_shot_mask
 from harness.report.tables import fmt_num, scale_of
 
 CLAIMS = Path(__file__).with_name("claims.yaml")
@@ -70,7 +71,7 @@ def verdict(test: str, low: float, high: float, margin: float, lower: bool = Fal
 def _select(done: pd.DataFrame, side: dict) -> pd.DataFrame:
     """The completed runs matching one side's selector (see claims.yaml)."""
     methods = side["method"] if isinstance(side["method"], list) else [side["method"]]
-    mask = done["method"].isin(methods) & ~_zero_shot(done)
+    mask = done["method"].isin(methods) & ~zero_shot_mask(done)
     if "targets" in side:
         mask &= done["targets"] == str(side["targets"])
     if "r" in side:
@@ -84,11 +85,6 @@ def _select(done: pd.DataFrame, side: dict) -> pd.DataFrame:
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
     return frame[name] if name in frame else pd.Series(None, index=frame.index, dtype=object)
-
-
-def _zero_shot(done: pd.DataFrame) -> pd.Series:
-    epochs = pd.to_numeric(_column(done, "config.trainer.epochs"), errors="coerce")
-    return (epochs == 0) & _column(done, "config.trainer.max_steps").isna()
 
 
 def _extreme(runs: pd.DataFrame, side: dict, column: str, key: str) -> pd.DataFrame:

@@ -5,7 +5,8 @@
 - Table 5 (one parameter budget spread over weight types): per budget, the r it picked and the score per target set;
 - Table 1 (inference latency): rows = variants, columns = batch × sequence length, from `harness-bench latency` JSON;
 
-and the name of a baseline row: a run that trained nothing reads "Zero-shot (…)", never as a trained configuration.
+and the name of a baseline row: a run that trained nothing reads "SmolLM2 (zero-shot)", never as a trained
+configuration.
 Score cells are the median over seeds of each run's best-epoch headline metric ×100 ± the standard deviation over
 seeds, as in Table 2 (harness/report/tables.py, whose aggregate frame the score layouts read).
 """
@@ -21,7 +22,7 @@ from harness import catalog
 from harness.bench.latency import LABELS as LATENCY_LABELS
 # tables as a module, its names looked up at call time: tables may import this module (baseline_label) in turn
 from harness.report import tables
-from harness.report.records import TARGET_ORDER
+from harness.report.records import TARGET_ORDER, is_zero_shot
 
 # LoRA and its family (methods/lora_family.py): the methods sized by a rank r on weight types
 LORA_METHODS = ("lora", "lora_peft", "rslora", "lora_plus", "pissa", "dora")
@@ -32,18 +33,31 @@ TABLE_KEY = ["model", "method", "train_samples", "rest"]
 RUN_KEY = ["task", "model", "method", "variant", "train_samples"]
 
 
-def _absent(value):
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def baseline_label(row):
-    """'Zero-shot (LoRA, untrained)' for a run that trained nothing (config.trainer.epochs = 0 and no max_steps: the
-    model as loaded, evaluated, as reports/e2e_smollm2's untrained row); None for a run that trained. `row`: a
-    runs-frame row (flattened columns such as config.trainer.epochs) or a dict of them."""
-    epochs, max_steps = row.get("config.trainer.epochs"), row.get("config.trainer.max_steps")
-    if _absent(epochs) or not _absent(max_steps) or float(epochs) != 0:
-        return None
-    return f"Zero-shot ({catalog.method_label(str(row.get('method'))).partition('^')[0]}, untrained)"
+    """'SmolLM2 (zero-shot)' for a run that trained nothing (records.is_zero_shot: the model as loaded, evaluated; its
+    row comes first in its table), None for a run that trained. `row`: a runs-frame row (flattened columns such as
+    config.trainer.epochs) or a dict of them."""
+    return f"{catalog.model_label(str(row.get('model')))} (zero-shot)" if is_zero_shot(row) else None
+
+
+def trained_rows(frame):
+    """The rows of an aggregate (or runs) frame that are no baseline: runs that trained."""
+    return frame[frame["baseline"].fillna("") == ""] if "baseline" in frame else frame
+
+
+def size_cell(conf, train_size: bool):
+    """What sized a row's training (its variant, and its training-set size when the table has several); '–' for a
+    zero-shot row, which trained nothing."""
+    size = [conf["variant"]] + ([f"{conf['train_samples']} train"] if train_size else [])
+    return tables.cell("–" if conf.get("baseline") else " · ".join(p for p in size if p) or "–")
+
+
+def baseline_notes(sub):
+    """A table's note on each zero-shot row: what it is, and the method its runs went through (at initialisation)."""
+    rows = sub[sub["baseline"].fillna("") != ""] if "baseline" in sub else sub.iloc[:0]
+    return [f"{label}: the model as loaded, evaluated without training (trainer.epochs=0; method "
+            f"{', '.join(sorted(set(group['method'])))} at its initialisation); # Params 0: nothing trained."
+            for label, group in rows.groupby("baseline", sort=True)]
 
 
 def _braces(targets):

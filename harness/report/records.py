@@ -74,7 +74,7 @@ def _number(value):
 
 
 # Keys of the task and model configs that name or locate, never change a score; every other key does.
-NOT_SCORING = {"task": ("name", "label", "report", "samples", "data_dir"), "model": ("name",)}
+NOT_SCORING = {"task": ("name", "label", "report", "samples", "data_dir"), "model": ("name", "label")}
 
 
 def score_settings(frame) -> list[str]:
@@ -86,10 +86,32 @@ def score_settings(frame) -> list[str]:
     return trainer + sorted(others)
 
 
+def _absent(value):
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def is_zero_shot(row) -> bool:
+    """A run that trained nothing, the model evaluated as loaded (a runs-frame row, flattened, or a dict): its record
+    says so (`zero_shot`, written by harness/runner.py), or, in records older than that mark, trainer.epochs = 0 with
+    no max_steps (a run that loaded trained weights with `init_from` says false)."""
+    marked = row.get("zero_shot")
+    if not _absent(marked):
+        return bool(marked)
+    epochs, max_steps = row.get("config.trainer.epochs"), row.get("config.trainer.max_steps")
+    return not _absent(epochs) and _absent(max_steps) and float(epochs) == 0
+
+
+def zero_shot_mask(frame) -> pd.Series:
+    return pd.Series([is_zero_shot(row) for _, row in frame.iterrows()], index=frame.index, dtype=bool)
+
+
 def add_varying_settings(frame):
     """Settings that differ between completed runs of one method (an alpha or learning-rate sweep, another pooling,
     another label smoothing) join its variant label, so that such runs form separate rows instead of being pooled as
-    if they were seeds."""
+    if they were seeds. A zero-shot run is its own row (variant `zero-shot`: what the method would train says nothing
+    about it), compared only with other zero-shot runs: its epochs=0 splits no trained method's row."""
+    zero = zero_shot_mask(frame)
+    frame.loc[zero, "variant"] = "zero-shot"
     for key, default in IDENTITY_UNLESS_DEFAULT.items():   # a record from before the key existed ran at its default
         column = f"config.trainer.{key}"
         if column in frame:
@@ -97,7 +119,7 @@ def add_varying_settings(frame):
     done = frame[frame["status"] == "completed"]
     settings = sorted(c for c in frame.columns if c.startswith("config.method."))
     scoring = score_settings(frame)
-    for (method, model, task), group in done.groupby(["method", "model", "task"]):
+    for (method, model, task, untrained), group in done.groupby(["method", "model", "task", zero[done.index]]):
         # already in the label: the size (budget or the method's size parameter) and the targets; a setting that
         # differs between tasks (a per-task learning rate) splits nothing: each task is its own column; nor does a
         # key that changes no number (results.DISPLAY_KEYS: a label, full FT's save_delta)
@@ -107,7 +129,7 @@ def add_varying_settings(frame):
         defaults = method_defaults(method)
         as_text = lambda c: _as_run(group[c], defaults).map(lambda v: json.dumps(v, default=str))  # noqa: E731
         varying = [c for c in candidates if as_text(c).nunique() > 1]
-        rows = (frame["method"] == method) & (frame["model"] == model) & (frame["task"] == task)
+        rows = (frame["method"] == method) & (frame["model"] == model) & (frame["task"] == task) & (zero == untrained)
         for column in varying:
             extra = [f"{column.rsplit('.', 1)[1]}={v}" for v in _as_run(frame.loc[rows, column], defaults)]
             frame.loc[rows, "variant"] = [f"{v} {e}".strip() for v, e in zip(frame.loc[rows, "variant"], extra)]

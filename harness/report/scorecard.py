@@ -77,8 +77,8 @@ def scorecard(agg, tasks, protocol=None):
     caveats)) the protocol check's findings, which count against the paper's row of the same model."""
     rows = []
     for _, cell in agg.iterrows():
-        if cell["task_family"] == "glue" and not cell["headline"]:
-            continue
+        if (cell["task_family"] == "glue" and not cell["headline"]) or cell.get("baseline"):
+            continue   # a zero-shot row is no method of the paper's
         found = (protocol or {}).get(tuple(cell[k] for k in GROUP_KEY), ([], []))
         for entry in _pick(cell):
             # Table 3 reports the mean of 3 seeds; Table 2 the median of 5: compare like with like.

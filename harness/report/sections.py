@@ -9,12 +9,19 @@ def _first_line(text):
     return str(text).strip().splitlines()[0] if text and str(text).strip() else ""
 
 
+def _unscored(done):
+    """Completed runs without their headline metric: a split decoded without references (E2E's released test MRs)."""
+    return {row["source"] for _, row in done.iterrows() if pd.isna(row.get(f"metrics.best.{row['headline']}"))}
+
+
 def not_in_tables(runs):
-    """Every record the tables leave out, with why: failed / diverged / running / unknown status, or a completed
-    record superseded by a later completed run of the same config (same run_id)."""
-    kept = set(completed_runs(runs)["source"])
-    out = runs[~runs["source"].isin(kept)].copy()
-    out["status"] = [s if s != "completed" else "completed, repeat of a later run" for s in out["status"]]
+    """Every record the tables leave out, with why: failed / diverged / running / unknown status, a completed record
+    superseded by a later completed run of the same config (same run_id), or one with no score to show."""
+    done = completed_runs(runs)
+    unscored = _unscored(done)
+    out = runs[~runs["source"].isin(set(done["source"]) - unscored)].copy()
+    out["status"] = [s if s != "completed" else "completed, no score (its run.json says why)" if p in unscored
+                     else "completed, repeat of a later run" for s, p in zip(out["status"], out["source"])]
     out["error"] = [_first_line(e) for e in out["error_message"]]
     cols = ["status", "model", "task", "method", "variant", "seed", "error", "source"]
     return out.sort_values(["status", "model", "task", "method", "variant", "source"])[cols]

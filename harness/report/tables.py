@@ -72,9 +72,8 @@ def aggregate(runs):
                              variant_size=group["variant_size"].iloc[0], targets=group["targets"].iloc[0],
                              baseline=layouts.baseline_label(group.iloc[0]) or ""))
     columns = GROUP_KEY + ["metric", "headline", "median", "mean", "std", "min", "max", "low", "high", "interval", "n",
-                           "seeds",
-                           "repeated_seeds",
-                           "flagged", "params_no_head", "eval_samples", "variant_size", "targets", "baseline"]
+                           "seeds", "repeated_seeds", "flagged", "params_no_head", "eval_samples", "variant_size",
+                           "targets", "baseline"]
     agg = pd.DataFrame(rows, columns=columns)
     return sort_configs(agg, ["task", "metric"])
 
@@ -92,13 +91,14 @@ def _interval(runs, values, metric) -> dict:
 
 
 def sort_configs(frame, extra=()):
-    """Rows in the paper's order: model, method (FT … LoRA), size ascending, fewer adapted weights first ({q} before
-    {q,v}), then `extra`."""
-    frame = frame.assign(_m=frame["method"].map(catalog.method_order),
+    """Rows in the paper's order: model, its zero-shot row first, method (FT … LoRA), size ascending, fewer adapted
+    weights first ({q} before {q,v}), then `extra`."""
+    trained = frame["baseline"].fillna("") == "" if "baseline" in frame else True
+    frame = frame.assign(_b=trained, _m=frame["method"].map(catalog.method_order),
                          _n=frame["targets"].map(lambda t: len(t.split(",")) if t else 0))
-    frame = frame.sort_values(["model", "_m", "variant_size", "_n", "variant", "train_samples", *extra],
+    frame = frame.sort_values(["model", "_b", "_m", "variant_size", "_n", "variant", "train_samples", *extra],
                               na_position="first", kind="mergesort")
-    return frame.drop(columns=["_m", "_n"]).reset_index(drop=True)
+    return frame.drop(columns=["_b", "_m", "_n"]).reset_index(drop=True)
 
 
 def table_specs(agg, tasks):
@@ -162,15 +162,15 @@ def build_table(agg, spec, done=None):
     (harness/report/evidence.py) when `done` (the completed runs) is given, else the column's best value."""
     sub = spec_rows(agg, spec)
     configs = sub.drop_duplicates(ROW_KEY)
-    several_sizes = sub["train_samples"].nunique() > 1
+    several_sizes = layouts.trained_rows(sub)["train_samples"].nunique() > 1
     header = ["Model", "Method", "Size", "# Params"] + [label for label, _, _ in spec["columns"]]
     header += ["Avg"] if spec["avg"] else []
     values, rows, missing, members = [], [], [], []
     for _, conf in configs.iterrows():
         mine = sub[(sub[ROW_KEY] == conf[ROW_KEY]).all(axis=1)]
-        size = [conf["variant"]] + ([f"{conf['train_samples']} train"] if several_sizes else [])
-        row = [cell(conf["model"]), _method_or_baseline(conf), cell(" · ".join(p for p in size if p) or "–"),
-               cell(fmt_params(mine["params_no_head"].median()))]
+        params = 0 if conf.get("baseline") else mine["params_no_head"].median()   # zero-shot: nothing trained
+        row = [cell(conf["model"]), _method_or_baseline(conf), layouts.size_cell(conf, several_sizes),
+               cell(fmt_params(params))]
         row_values = []
         for label, task, metric in spec["columns"]:
             hit = mine[(mine["task"] == task) & (mine["metric"] == metric)]
@@ -198,7 +198,7 @@ def interval_table(agg, spec):
     rows = []
     for _, conf in sub.drop_duplicates(ROW_KEY).iterrows():
         mine = sub[(sub[ROW_KEY] == conf[ROW_KEY]).all(axis=1)]
-        row = [cell(conf["model"]), _method_or_baseline(conf), cell(conf["variant"] or "–")]
+        row = [cell(conf["model"]), _method_or_baseline(conf), layouts.size_cell(conf, False)]
         for _, task, metric in spec["columns"]:
             hit = mine[(mine["task"] == task) & (mine["metric"] == metric)]
             row.append(cell(_interval_text(hit.iloc[0], metric) if not hit.empty else "–"))
@@ -273,8 +273,10 @@ def _notes(sub, spec, used=()):
              f"standard deviation over seeds (mean and 95 % intervals: the intervals table and the CSV).",
              evidence.describe(set(used)),
              "Seeds per cell: n = " + (str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]} (per cell in the CSV)") + ".",
-             "Training examples: " + ", ".join(sorted(set(sub["train_samples"]))) + " (trainer.max_train_samples).",
+             "Training examples: " + ", ".join(sorted(set(layouts.trained_rows(sub)["train_samples"])))
+             + " (trainer.max_train_samples).",
              "# Params: trainable parameters without the task head (the paper's convention)."]
+    notes += layouts.baseline_notes(sub)
     if "e2e" in set(sub["task_family"]):
         notes.append("The paper's Table 3 gives the mean over seeds for its own runs; the mean is in the CSV.")
     if spec["avg"]:

@@ -6,7 +6,8 @@ Training pairs are (MR, reference) rows in file order; evaluation is once per di
 
 Files (tuetschek/e2e-dataset): ``trainset.csv``, ``devset.csv``, ``testset_w_refs.csv`` with a header line and the
 columns ``mr,ref``; one row per (meaning representation, human reference) pair, several rows per MR. Any of them may
-be gzip-compressed (``.csv.gz``). ``testset.csv`` (MRs only, column ``MR``) has no references and is not read here.
+be gzip-compressed (``.csv.gz``). ``testset.csv`` (MRs only, column ``MR``) is read for the test split when
+``testset_w_refs.csv`` is absent: its MRs are decoded, not scored (no references; never a training split).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from harness.tasks.pipeline import EvalItem
 
 EXPECTED_COLUMNS = ("mr", "ref")
 SPLIT_FILES = {"train": "trainset", "dev": "devset", "test": "testset_w_refs"}
+MRS_ONLY = {"test": "testset"}                       # the release's test MRs without references, the fallback
 OPTIONS = ("hub",)                                   # the hub copy: {path, mr, ref, splits}
 METRICS = ("bleu", "nist", "meteor", "rouge_l", "cider")
 PROMPT_FIELDS = ("mr",)                              # the linearised MR
@@ -31,8 +33,9 @@ _ATTRIBUTE_NAMES = {"eatType": "Type", "priceRange": "price", "familyFriendly": 
 _MR_ITEM = re.compile(r"\s*([^,\[\]]+?)\s*\[([^\]]*)\]\s*(?:,|$)")
 
 
-def read_e2e_csv(path: str | Path) -> list[tuple[str, str]]:
-    """All (mr, ref) pairs of an official E2E CSV, in file order.
+def read_e2e_csv(path: str | Path, mrs_only: bool = False) -> list[tuple[str, str | None]]:
+    """All (mr, ref) pairs of an official E2E CSV, in file order; with `mrs_only`, a file of MRs alone (testset.csv,
+    column ``MR``) is read too, as (mr, None) pairs.
 
     Raises DataError when the ``mr``/``ref`` columns are missing (naming the file, the columns found and the ones
     expected) or when rows have an empty MR or reference (counting them and naming the file and first lines).
@@ -42,17 +45,18 @@ def read_e2e_csv(path: str | Path) -> list[tuple[str, str]]:
     reader = csv.reader(line + "\n" for line in text_lines(path))
     header = next(reader, None) or []
     columns = [c.strip().lower() for c in header]
-    missing = [c for c in EXPECTED_COLUMNS if c not in columns]
+    no_refs = mrs_only and columns == ["mr"]
+    missing = [c for c in EXPECTED_COLUMNS if c not in columns and not no_refs]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; found columns {header}, expected {list(EXPECTED_COLUMNS)}"
                         + (" (testset.csv has MRs only: use testset_w_refs.csv)" if columns == ["mr"] else ""))
-    i_mr, i_ref = columns.index("mr"), columns.index("ref")
+    i_mr, i_ref = columns.index("mr"), None if no_refs else columns.index("ref")
     for row in reader:
         if not any(field.strip() for field in row):
             continue  # blank line
         mr = row[i_mr].strip() if i_mr < len(row) else ""
-        ref = row[i_ref].strip() if i_ref < len(row) else ""
-        if not mr or not ref:
+        ref = None if no_refs else row[i_ref].strip() if i_ref < len(row) else ""
+        if not mr or ref == "":
             bad_lines.append(reader.line_num)  # line where this record ends (records may span lines)
             continue
         pairs.append((mr, ref))
@@ -95,8 +99,9 @@ def linearize_mr(mr: str) -> str:
     return " | ".join(f"{_ATTRIBUTE_NAMES.get(attr, attr)} : {value}" for attr, value in parse_mr(mr))
 
 
-def find_e2e_file(data_dir: str | Path | None, split: str) -> Path:
-    """Path of a split's CSV: ``<data_dir>/e2e_nlg/csv/{trainset,devset,testset_w_refs}.csv[.gz]``.
+def find_e2e_file(data_dir: str | Path | None, split: str, mrs_only: bool = False) -> Path:
+    """Path of a split's CSV: ``<data_dir>/e2e_nlg/csv/{trainset,devset,testset_w_refs}.csv[.gz]``; with `mrs_only`,
+    the test split's MRs without references (``testset.csv``) when ``testset_w_refs.csv`` is absent.
 
     ``data_dir`` defaults to ``$HARNESS_DATA_DIR``, then to ``../shared/data`` beside the repository.
     ``split`` is ``train``, ``dev`` or ``test`` (or the file stem itself).
@@ -106,7 +111,8 @@ def find_e2e_file(data_dir: str | Path | None, split: str) -> Path:
         raise ValueError(f"unknown E2E split {split!r}: expected one of {sorted(SPLIT_FILES)}")
     env = os.environ.get("HARNESS_DATA_DIR")
     base = resolve_data_dir(data_dir)
-    tried = [base / "e2e_nlg" / "csv" / f"{stem}{ext}" for ext in (".csv", ".csv.gz")]
+    stems = [stem] + ([MRS_ONLY[split]] if mrs_only and split in MRS_ONLY else [])
+    tried = [base / "e2e_nlg" / "csv" / f"{s}{ext}" for s in stems for ext in (".csv", ".csv.gz")]
     for candidate in tried:
         if candidate.is_file():
             return candidate
@@ -137,10 +143,12 @@ def _hub_pairs(task, split: str) -> tuple[list[tuple[str, str]], dict]:
 
 
 def read(task, split: str) -> tuple[list[dict], dict]:
-    """Every (MR, reference) row of a split as an example {input: MR, target: reference, mr: linearised MR}."""
+    """Every (MR, reference) row of a split as an example {input: MR, target: reference, mr: linearised MR}; the
+    evaluation split may be the test MRs without references (target None), never the training split."""
     if task.data_dir:
-        path = find_e2e_file(task.data_dir, split)
-        pairs, source = read_e2e_csv(path), {"path": str(path), "sha256": sha256_file(path)}
+        mrs_only = split == task.eval_split and split != task.splits["train"]
+        path = find_e2e_file(task.data_dir, split, mrs_only)
+        pairs, source = read_e2e_csv(path, mrs_only), {"path": str(path), "sha256": sha256_file(path)}
     else:
         pairs, source = _hub_pairs(task, split)
     return [{"input": mr, "target": ref, "mr": linearize_mr(mr)} for mr, ref in pairs], source
@@ -149,8 +157,8 @@ def read(task, split: str) -> tuple[list[dict], dict]:
 def eval_items(task, examples: list[dict]) -> list[EvalItem]:
     """One item per distinct MR, with all its references. A reference holding a line break would shift every group
     after it in references.txt, so whitespace is collapsed."""
-    groups = group_by_mr([(ex["input"], " ".join(ex["target"].split())) for ex in examples])
-    return [EvalItem(mr, {"mr": linearize_mr(mr)}, refs) for mr, refs in groups]
+    groups = group_by_mr([(ex["input"], ex["target"] and " ".join(ex["target"].split())) for ex in examples])
+    return [EvalItem(mr, {"mr": linearize_mr(mr)}, [r for r in refs if r is not None]) for mr, refs in groups]
 
 
 def score(task, outputs: list[str], items: list[EvalItem]) -> dict:
@@ -172,7 +180,7 @@ def check_data(task) -> list[str]:
     problems = []
     for split in (task.splits["train"], task.eval_split) if task.data_dir else ():
         try:
-            find_e2e_file(task.data_dir, split)
+            find_e2e_file(task.data_dir, split, mrs_only=split == task.eval_split != task.splits["train"])
         except DataError as exc:
             problems.append(str(exc))
     return problems

@@ -10,7 +10,9 @@ Decoding is slow (minutes per pass on a CPU), so by default (`task.eval_every_ep
 teacher-forced dev loss and next-token accuracy, and decoding runs once, on the final model (`after_run`): the final
 model is the result. With `task.eval_every_epoch: true` every epoch decodes and the best epoch on the headline wins, as
 for GLUE. Either way the generations behind `metrics.best` are saved beside run.json (`generations.txt`, one line per
-item, and `references.txt`), so `harness-score` re-scores them.
+item, and `references.txt`), so `harness-score` re-scores them. An evaluation split without references (E2E's test MRs
+as released without them) is decoded and saved, never scored: run.json's `evaluation` says so and `metrics.best` stays
+empty; its epochs are not ranked (the latest counts).
 
 A generation dataset module (harness/tasks/e2e.py is one) gives:
 
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness import flags
+from harness.errors import DataError
 from harness.models.causal_lm import load_causal_lm, special_ids
 from harness.models.source import load_tokenizer, skeleton
 from harness.tasks import decoding
@@ -47,6 +50,14 @@ class EvalSet:
     score: Callable[[list[str]], dict]          # generations (one per item) → metrics
     references_text: str
     interval: Callable[[list[str]], dict | None] | None = None   # generations → the headline's bootstrap interval
+    scored: bool = field(init=False, default=True)                # False: the split has no references
+
+    def __post_init__(self):
+        with_refs = sum(bool(item.references) for item in self.items)
+        if 0 < with_refs < len(self.items):
+            raise DataError(f"{len(self.items) - with_refs} of {len(self.items)} evaluation items have no reference: "
+                            "a split is scored on all its items or decoded without references on all")
+        self.scored = with_refs > 0 or not self.items
 
 
 def default_items(task, examples: list[dict]) -> list[EvalItem]:
@@ -96,8 +107,8 @@ class Decoder:
         self.work["seconds"] += time.perf_counter() - since
         self.work["items"] += len(outputs)
         model.train(was_training)
-        scores, self.latest = self.data.score(outputs), outputs
-        if self.generations is None or scores[self.headline] > self.best[self.headline]:  # as fit: strictly better
+        scores, self.latest = (self.data.score(outputs) if self.data.scored else {}), outputs
+        if self.generations is None or not self.data.scored or scores[self.headline] > self.best[self.headline]:
             self.best, self.generations = scores, outputs
         return scores
 
@@ -128,10 +139,11 @@ def after_run_fn(decoder: Decoder, decode_at_end: bool, samples: int) -> Callabl
             tracker.log({f"eval/{k}": v for k, v in scores.items()}, step=last["step"])
         data = decoder.data
         (Path(output_dir) / "generations.txt").write_text("".join(g + "\n" for g in decoder.generations), encoding="utf-8")
-        (Path(output_dir) / "references.txt").write_text(data.references_text, encoding="utf-8")
-        rows = [[item.input, g, item.references[0]] for item, g in zip(data.items, decoder.generations)][:samples]
-        tracker.table("eval/generations", ["input", "generation", "reference"], rows)
-        found = data.interval(decoder.generations) if data.interval else None
+        if data.scored:
+            (Path(output_dir) / "references.txt").write_text(data.references_text, encoding="utf-8")
+        rows = [[item.input, g, (item.references or [""])[0]] for item, g in zip(data.items, decoder.generations)]
+        tracker.table("eval/generations", ["input", "generation", "reference"], rows[:samples])
+        found = data.interval(decoder.generations) if data.interval and data.scored else None
         if found:
             metrics["interval"] = found
         metrics["generation_stats"] = flags.generation_stats(decoder.generations)
@@ -154,13 +166,13 @@ def build(task, model_cfg: dict, tcfg) -> Pipeline:
     eos, pad = special_ids(tokenizer)
     pairs, evalset, provenance = load_data(task, tcfg)
     train = decoding.tokenize_pairs(pairs, tokenizer, tcfg.max_seq_len, eos, tcfg.max_train_samples, tcfg.subset_seed)
-    dev = decoding.tokenize_pairs([(p, ref) for p, item in zip(evalset.prompts, evalset.items)
-                                   for ref in item.references], tokenizer, tcfg.max_seq_len, eos)
+    references = [(p, ref) for p, item in zip(evalset.prompts, evalset.items) for ref in item.references]
+    dev = decoding.tokenize_pairs(references, tokenizer, tcfg.max_seq_len, eos) if evalset.scored else None
     collate = decoding.make_collate(pad)
     decoder = Decoder(evalset, tokenizer, task.generation, task.headline, tcfg.progress)
 
-    def evaluate(model) -> flags.Evaluation:
-        metrics = decoding.teacher_forced(model, dev, collate, tcfg.batch_size)
+    def evaluate(model) -> flags.Evaluation:  # without references there is nothing to measure before decoding
+        metrics = decoding.teacher_forced(model, dev, collate, tcfg.batch_size) if evalset.scored else {}
         metrics = metrics | decoder(model) if task.eval_every_epoch else metrics
         return flags.Evaluation(metrics, examples=len(dev))   # the teacher-forced pairs (decoding: cost.decode_*)
 
@@ -174,6 +186,18 @@ def build(task, model_cfg: dict, tcfg) -> Pipeline:
         tokenizer=tokenizer,
         after_run=after_run_fn(decoder, not task.eval_every_epoch, task.samples),
         select_on=None if task.eval_every_epoch else "token_accuracy",
-        evaluated={"splits": [task.eval_split], "items": {task.eval_split: len(evalset.items)},
-                   "decoding": vars(task.generation).copy(), "task_version": task.version},
+        evaluated=evaluated_of(task, evalset),
     )
+
+
+def evaluated_of(task, evalset: EvalSet) -> dict:
+    """run.json's `evaluation`: the split, its items and references, the decoding; a split without references says
+    that nothing was scored."""
+    split = task.eval_split
+    out = {"splits": [split], "items": {split: len(evalset.items)},
+           "references": {split: sum(len(item.references) for item in evalset.items)},
+           "decoding": vars(task.generation).copy(), "task_version": task.version}
+    if not evalset.scored:
+        out["note"] = (f"split {split} has no references: its {len(evalset.items)} items are decoded into "
+                       "generations.txt (in the split's order) and not scored; metrics.best is empty")
+    return out

@@ -26,6 +26,7 @@ from harness.io import write_atomic
 
 log = logging.getLogger(__name__)
 NAME = re.compile(r"^step-(\d+)\.pt$")
+BEST_FILE = "best.safetensors"   # what a completed run keeps: its best evaluation's trainable parameters
 
 
 def rng_states() -> dict:

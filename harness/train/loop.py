@@ -88,7 +88,8 @@ def evaluate_now(s: Setup, state: TrainingState, evaluate: Callable, headline: s
     # an evaluator may give its loss beside the metrics (classification): logged and printed, not a metric of the run
     shown = {**metrics, **({"loss": metrics.loss} if getattr(metrics, "loss", None) is not None else {})}
     tracker.log({f"eval/{k}": v for k, v in shown.items()} | {"epoch": epoch}, step=state.step)
-    if result.best_epoch is None or metrics[headline] > result.best[headline]:
+    # an evaluation without the headline (a split without references: nothing scored) cannot rank epochs: the latest
+    if result.best_epoch is None or headline not in metrics or metrics[headline] > result.best[headline]:
         result.best, result.best_epoch = dict(metrics), epoch
         result.best_stats = dict(getattr(metrics, "stats", {}))
         result.best_predictions = getattr(metrics, "predictions", None)
