@@ -174,7 +174,7 @@ def build(task, model_cfg: dict, tcfg) -> Pipeline:
     def evaluate(model) -> flags.Evaluation:  # without references there is nothing to measure before decoding
         metrics = decoding.teacher_forced(model, dev, collate, tcfg.batch_size) if evalset.scored else {}
         metrics = metrics | decoder(model) if task.eval_every_epoch else metrics
-        return flags.Evaluation(metrics, examples=len(dev))   # the teacher-forced pairs (decoding: cost.decode_*)
+        return flags.Evaluation(metrics, examples=len(dev or ()))   # teacher-forced pairs (decoding: cost.decode_*)
 
     return Pipeline(
         train=train,
