@@ -3,31 +3,43 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+# scipy.stats and sklearn.metrics are imported where a score is computed, not with this module: the task's dataset
+# module imports it at start-up (harness/validate.py), and those two imports are seconds that a run would otherwise
+# pay before its first training step (harness-bench startup).
 
 
 def _accuracy(preds, labels):
+    from sklearn.metrics import accuracy_score
+
     return float(accuracy_score(labels, preds))
 
 
 def _f1(preds, labels):
+    from sklearn.metrics import f1_score
+
     return float(f1_score(labels, preds, pos_label=1, average="binary", zero_division=0.0))
 
 
 def _matthews(preds, labels):
+    from sklearn.metrics import matthews_corrcoef
+
     return float(matthews_corrcoef(labels, preds))
 
 
 def _pearson(preds, labels):
     if np.std(preds) == 0 or np.std(labels) == 0:
         return 0.0  # undefined for a constant vector; report no correlation rather than NaN
+    from scipy import stats
+
     return float(stats.pearsonr(preds, labels)[0])
 
 
 def _spearman(preds, labels):
     if np.std(preds) == 0 or np.std(labels) == 0:
         return 0.0
+    from scipy import stats
+
     return float(stats.spearmanr(preds, labels)[0])
 
 
@@ -71,6 +83,8 @@ def _np_pearson(preds, labels):
 
 
 def _np_spearman(preds, labels):
+    from scipy import stats
+
     return _np_pearson(stats.rankdata(preds), stats.rankdata(labels))
 
 

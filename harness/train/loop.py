@@ -29,6 +29,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from harness.errors import ConfigError
 from harness.train.checkpoint import Checkpoints, ResumableShuffle, trainable_state
 from harness.train.config import TrainerConfig
+from harness.train.schedule import linear_warmup_decay
 from harness.train.state import Diverged, TrainingState, TrainResult
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,6 @@ class Setup:
 
 def prepare(model, train_ds, tcfg: TrainerConfig, collate: Callable, seed: int, loss_fn: Callable | None,
             accelerator=None) -> Setup:
-    from transformers import get_linear_schedule_with_warmup
-
     accelerator = accelerator or make_accelerator(tcfg)
     generator = torch.Generator().manual_seed(seed)
     sampler = ResumableShuffle(len(train_ds), generator)
@@ -98,7 +97,7 @@ def prepare(model, train_ds, tcfg: TrainerConfig, collate: Callable, seed: int, 
     steps_per_epoch = math.ceil(len(loader) / tcfg.grad_accum)
     total_steps = tcfg.max_steps or tcfg.epochs * steps_per_epoch
     optimizer = torch.optim.AdamW(param_groups(model, tcfg.weight_decay), lr=tcfg.lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, round(tcfg.warmup_ratio * total_steps), total_steps)
+    scheduler = linear_warmup_decay(optimizer, round(tcfg.warmup_ratio * total_steps), total_steps)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     if accelerator.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(accelerator.device)
