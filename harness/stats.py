@@ -24,12 +24,23 @@ RESAMPLES = 1000
 LEVEL = 0.95
 
 
+def _blocks(draw: Callable, n: int, resamples: int, rows: int = 1):
+    """`resamples` draws of n values each, `rows` at a time (a block: rows × n). numpy's generators give the same
+    values whether drawn row by row or as one block (the bit generator keeps any spare bits in its state)."""
+    for start in range(0, resamples, rows):
+        yield draw((min(rows, resamples - start), n))
+
+
 def bootstrap_interval(statistic: Callable[[np.ndarray], float], n: int, resamples: int = RESAMPLES,
                        level: float = LEVEL, seed: int = 0) -> dict:
     """{low, high, level, resamples, seed, method}: the percentile interval of `statistic(indices)` over resamples of
     range(n) with replacement."""
     rng = np.random.default_rng(seed)
-    values = np.array([statistic(rng.integers(0, n, n)) for _ in range(resamples)], dtype=float)
+    values = [statistic(idx) for block in _blocks(lambda shape: rng.integers(0, n, shape), n, resamples) for idx in block]
+    return _percentile(np.array(values, dtype=float), level, resamples, seed)
+
+
+def _percentile(values: np.ndarray, level: float, resamples: int, seed: int) -> dict:
     alpha = (1 - level) / 2
     low, high = np.quantile(values, [alpha, 1 - alpha])
     return {"low": float(low), "high": float(high), "level": level, "resamples": resamples, "seed": seed,
@@ -38,10 +49,12 @@ def bootstrap_interval(statistic: Callable[[np.ndarray], float], n: int, resampl
 
 def paired_difference(metric: Callable[[np.ndarray, np.ndarray], float], preds_a: list[np.ndarray],
                       preds_b: list[np.ndarray], labels: np.ndarray, resamples: int = RESAMPLES,
-                      level: float = LEVEL, seed: int = 0) -> dict:
+                      level: float = LEVEL, seed: int = 0, confusion: Callable | None = None) -> dict:
     """A − B where `preds_a[s]`, `preds_b[s]` are the two methods' predictions under seed s on the same examples
     (`labels`): the difference of their seed-mean metric, its paired bootstrap interval (examples resampled, the same
-    resample for every seed and both methods) and the two-sided approximate-randomization p-value."""
+    resample for every seed and both methods) and the two-sided approximate-randomization p-value. `confusion`: the
+    same metric from confusion counts (harness/metrics/glue.py CONFUSION), which gives the same numbers, bit for bit,
+    from a few matrix products instead of a metric call per resample, seed and method (see Counts)."""
     a, b, labels = np.stack(preds_a), np.stack(preds_b), np.asarray(labels)
 
     def diff(pa: np.ndarray, pb: np.ndarray, idx: np.ndarray) -> float:
@@ -51,16 +64,65 @@ def paired_difference(metric: Callable[[np.ndarray, np.ndarray], float], preds_a
     n = labels.shape[0]
     everything = np.arange(n)
     observed = diff(a, b, everything)
-    interval = bootstrap_interval(lambda idx: diff(a, b, idx), n, resamples, level, seed)
-    rng = np.random.default_rng(seed + 1)
-    extreme = 0
-    for _ in range(resamples):
-        swap = rng.random(n) < 0.5            # per example, the same swap under every seed
-        sa, sb = np.where(swap, b, a), np.where(swap, a, b)
-        extreme += abs(diff(sa, sb, everything)) >= abs(observed) - 1e-12
+    rows = 1 if confusion is None else max(1, Counts.CHUNK // n)
+    swap_rng, draw_rng = np.random.default_rng(seed + 1), np.random.default_rng(seed)
+    swaps = _blocks(lambda shape: swap_rng.random(shape) < 0.5, n, resamples, rows)  # per example, for every seed
+    if confusion is None:
+        interval = bootstrap_interval(lambda idx: diff(a, b, idx), n, resamples, level, seed)
+        swapped = [diff(np.where(s, b, a), np.where(s, a, b), everything) for block in swaps for s in block]
+    else:
+        counts = Counts(confusion, a, b, labels)
+        draws = _blocks(lambda shape: draw_rng.integers(0, n, shape), n, resamples, rows)
+        interval = _percentile(counts.bootstrap(draws), level, resamples, seed)
+        swapped = counts.swapped(swaps)
+    extreme = sum(abs(d) >= abs(observed) - 1e-12 for d in swapped)
     return {"diff": observed, "low": interval["low"], "high": interval["high"], "level": level,
             "p_value": (extreme + 1) / (resamples + 1), "seeds": len(a), "examples": n, "resamples": resamples,
             "test": "approximate randomization (paired, per example), paired bootstrap interval"}
+
+
+class Counts:
+    """The paired tests of a metric that is a function of the confusion counts (accuracy, F1, Matthews), computed from
+    them. A resample's counts are sums of integers, which float64 adds exactly in any order, and the metric is then
+    computed from them with the same operations as on the examples, so every number equals the per-resample loop's."""
+
+    CHUNK = 2**22   # resample × example entries per matrix product
+
+    def __init__(self, confusion: Callable, a: np.ndarray, b: np.ndarray, labels: np.ndarray):
+        self.confusion, self.classes = confusion, np.union1d(np.union1d(a, b), labels)
+        k = len(self.classes)
+        codes = [np.searchsorted(self.classes, p) * k + np.searchsorted(self.classes, labels) for p in (a, b)]
+        # one-hot of (prediction, label) per seed and example: (seeds, examples, k·k)
+        self.onehot_a, self.onehot_b = ((c[..., None] == np.arange(k * k)).astype(float) for c in codes)
+
+    def _diffs(self, counts_a: np.ndarray, counts_b: np.ndarray) -> np.ndarray:
+        """(resamples, seeds, k·k) counts of A and B → per resample the seed-mean of metric(A) − metric(B)."""
+        k = len(self.classes)
+        ma = self.confusion(counts_a.reshape(*counts_a.shape[:-1], k, k), self.classes)
+        mb = self.confusion(counts_b.reshape(*counts_b.shape[:-1], k, k), self.classes)
+        return np.mean(ma - mb, axis=1)
+
+    def bootstrap(self, draws) -> np.ndarray:
+        """Per resample (blocks of rows of indices), the seed-mean difference: counts = multiplicities @ one-hot."""
+        out = []
+        for idx in draws:
+            m, n = idx.shape
+            weights = np.bincount((idx + n * np.arange(m)[:, None]).ravel(), minlength=m * n).reshape(m, n)
+            weights = weights.astype(float)
+            out.append(self._diffs(np.stack([weights @ h for h in self.onehot_a], axis=1),
+                                   np.stack([weights @ h for h in self.onehot_b], axis=1)))
+        return np.concatenate(out)
+
+    def swapped(self, swaps) -> np.ndarray:
+        """Per swap mask (True: the example's A and B predictions exchanged), the seed-mean difference over all
+        examples: A's counts gain B's one-hot where swapped and lose its own, and B's the reverse."""
+        out = []
+        change = self.onehot_b - self.onehot_a
+        base_a, base_b = self.onehot_a.sum(axis=1), self.onehot_b.sum(axis=1)
+        for swap in swaps:
+            moved = np.stack([swap.astype(float) @ c for c in change], axis=1)
+            out.append(self._diffs(base_a + moved, base_b - moved))
+        return np.concatenate(out)
 
 
 def seed_interval(values, level: float = LEVEL) -> dict:

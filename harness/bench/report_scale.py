@@ -92,8 +92,9 @@ def changed(lines: list[tuple[str, str]], rng: random.Random) -> bytes:
     return gzip.compress(text.encode(), compresslevel=1)
 
 
-def write_records(n: int, template_dir: Path, out: Path, seed: int = 0) -> dict:
-    """`n` synthetic run records under `out` (one folder each); returns what they vary over."""
+def write_records(n: int, template_dir: Path, out: Path, seed: int = 0, predictions: bool = True) -> dict:
+    """`n` synthetic run records under `out` (one folder each), with per-example predictions where the templates kept
+    them (and `predictions`); returns what they vary over."""
     found, configs = templates(template_dir), variants()
     if not found:
         from harness.bench.common import BenchError
@@ -108,11 +109,11 @@ def write_records(n: int, template_dir: Path, out: Path, seed: int = 0) -> dict:
         folder = out / f"{record['task']}-{record['method']}-{record['run_id']}"
         folder.mkdir(parents=True)
         (folder / "run.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-        if preds is not None:
+        if preds is not None and predictions:
             (folder / "predictions.jsonl.gz").write_bytes(changed(preds, rng))
     return {"records": n, "templates": len(found), "configurations": len(grid), "seeds": -(-n // len(grid)),
             "tasks": sorted({r["task"] for r, _ in found}), "methods": sorted({m for m, _ in configs}),
-            "with_predictions": sum(p is not None for _, p in found) * 1.0 / len(found)}
+            "with_predictions": predictions * sum(p is not None for _, p in found) / len(found)}
 
 
 def time_report(records: Path, out: Path) -> dict:
@@ -127,6 +128,45 @@ def time_report(records: Path, out: Path) -> dict:
         raise RuntimeError(f"harness-report failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_seconds": round(wall, 3), "cpu_seconds": round(cpu, 3), "stdout": proc.stdout.strip()[-300:]}
+
+
+PHASES = (("read the records", "harness.report", "load_runs"), ("aggregate over seeds", "harness.report.tables", "aggregate"),
+          ("claim scorecard", "harness.report", "_claims_table"),
+          ("paper tables, bold by paired evidence", "harness.report", "_paper_tables"),
+          ("scorecard against the paper", "harness.report", "_scorecard_table"),
+          ("ablation and latency layouts", "harness.report.layouts", "layout_tables"),
+          ("plots (PNG + PDF)", "harness.report.plots", "make_plots"), ("write the tables", "harness.report", "write_tables"),
+          ("side sections", "harness.report.sections", "side_sections"))
+
+
+def phase_seconds(records: Path, out: Path) -> list[dict]:
+    """The report once more in this process (its imports already done), each part timed: wall and CPU seconds."""
+    import importlib
+
+    from harness.report import main as report_main
+
+    found, saved = [], []
+    for label, module, name in PHASES:
+        owner = importlib.import_module(module)
+        original, row = getattr(owner, name), {"phase": label, "wall_seconds": 0.0, "cpu_seconds": 0.0}
+
+        def timed(*args, _fn=original, _row=row, **kwargs):
+            wall, cpu = time.perf_counter(), time.process_time()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                _row["wall_seconds"] += time.perf_counter() - wall
+                _row["cpu_seconds"] += time.process_time() - cpu
+
+        setattr(owner, name, timed)
+        saved.append((owner, name, original))
+        found.append(row)
+    try:
+        report_main([str(records), "--out", str(out)])
+    finally:
+        for owner, name, original in saved:
+            setattr(owner, name, original)
+    return [{**r, "wall_seconds": round(r["wall_seconds"], 3), "cpu_seconds": round(r["cpu_seconds"], 3)} for r in found]
 
 
 def profile_report(records: Path, out: Path, top: int) -> list[dict]:
@@ -157,6 +197,10 @@ def markdown(found: dict, meta: dict) -> str:
              f"(method × size × training-set size × learning rate) and up to {made['seeds']} seeds each; "
              f"{100 * made['with_predictions']:.0f} % with per-example predictions. Writing them took "
              f"{found['write_seconds']:.1f} s. Machine: {meta['machine']}."]
+    lines += ["", "Where the time goes (one more report in the bench's own process, its imports done; the parts do "
+              "not overlap; the rest of the wall time above is the interpreter, imports and the index pages):", "",
+              *markdown_table(["part", "wall (s)", "CPU (s)"], [[p["phase"], f"{p['wall_seconds']:.2f}",
+                                                                f"{p['cpu_seconds']:.2f}"] for p in found["phases"]])]
     if found.get("profile"):
         lines += ["", f"Profile (cProfile, in-process, top {len(found['profile'])} by cumulative time):", "",
                   *markdown_table(["function", "calls", "own (s)", "cumulative (s)"],
@@ -171,6 +215,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--template", default="reports/glue_power_cpu/records",
                    help="folder of committed run.json to copy (default: reports/glue_power_cpu/records)")
     p.add_argument("--rounds", type=int, default=1, help="timed report processes (default: 1)")
+    p.add_argument("--predictions", action=argparse.BooleanOptionalAction, default=True,
+                   help="write per-example predictions where the template has them (default: yes)")
     p.add_argument("--seed", type=int, default=0, help="seed of the metric shifts and changed predictions (default: 0)")
     p.add_argument("--profile", type=int, default=0, help="list the N most expensive functions (default: 0, none)")
     p.add_argument("--out", default="reports/bench", help="output folder (default: reports/bench)")
@@ -187,14 +233,16 @@ def main_report_scale(argv=None) -> int:
                          f"{args.rounds}, {args.template!r}")
     with tempfile.TemporaryDirectory(prefix="bench-report-") as work:
         records, t0 = Path(work) / "records", time.perf_counter()
-        made = write_records(args.records, Path(args.template), records, args.seed)
+        made = write_records(args.records, Path(args.template), records, args.seed, args.predictions)
         write_seconds = time.perf_counter() - t0
         rounds = [time_report(records, Path(work) / f"report{i}") for i in range(args.rounds)]
+        phases = phase_seconds(records, Path(work) / "phases")
         profile = profile_report(records, Path(work) / "profiled", args.profile) if args.profile else []
     wall = summary([r["wall_seconds"] for r in rounds])
     found = {"wall_seconds": wall, "cpu_seconds": summary([r["cpu_seconds"] for r in rounds]),
              "target": f"≤ {TARGET_SECONDS:g} s", "verdict": verdict(wall["median"], TARGET_SECONDS),
-             "records": made, "write_seconds": round(write_seconds, 2), "rounds": rounds, "profile": profile}
+             "records": made, "write_seconds": round(write_seconds, 2), "rounds": rounds, "phases": phases,
+             "profile": profile}
     return finish("report-scale", argv, args.out, args.name, {"rounds": args.rounds, "template": args.template},
                   {"result": found}, lambda meta: markdown(found, meta))
 

@@ -90,3 +90,30 @@ def _np_spearman(preds, labels):
 
 FAST = {"accuracy": lambda preds, labels: float(np.mean(preds == labels)), "f1": _np_f1, "matthews_corr": _np_matthews,
         "pearson": _np_pearson, "spearman": _np_spearman}
+
+
+# --- accuracy, F1 and Matthews from confusion counts, for many resamples at once (harness/stats.py Counts) -----------
+# `conf[..., i, j]`: how many (resampled) examples have prediction classes[i] and label classes[j]. Each computes what
+# its FAST twin computes on the examples, with the same float operations on the same (integer-valued) counts, so the
+# results are equal bit for bit (tests/test_stats.py).
+
+def _conf_accuracy(conf, classes):
+    return np.trace(conf, axis1=-2, axis2=-1) / conf.sum(axis=(-2, -1))
+
+
+def _conf_f1(conf, classes):
+    if 1 not in classes:
+        return np.zeros(conf.shape[:-2])
+    k = int(np.searchsorted(classes, 1))
+    tp, total = conf[..., k, k], conf[..., k, :].sum(axis=-1) + conf[..., :, k].sum(axis=-1)
+    return np.where(total > 0, 2 * tp / np.where(total > 0, total, 1), 0.0)
+
+
+def _conf_matthews(conf, classes):
+    t, p = conf.sum(axis=-2), conf.sum(axis=-1)          # per class: labels, predictions
+    n, c = conf.sum(axis=(-2, -1)), np.trace(conf, axis1=-2, axis2=-1)
+    denominator = np.sqrt((n * n - (p * p).sum(axis=-1)) * (n * n - (t * t).sum(axis=-1)))
+    return np.where(denominator != 0, (c * n - (t * p).sum(axis=-1)) / np.where(denominator != 0, denominator, 1), 0.0)
+
+
+CONFUSION = {"accuracy": _conf_accuracy, "f1": _conf_f1, "matthews_corr": _conf_matthews}

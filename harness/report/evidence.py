@@ -41,16 +41,17 @@ def _rows(source: str) -> tuple | None:
             np.array([r["prediction"] for r in rows]))
 
 
-def _by_seed(runs) -> dict:
-    """seed → the run's row (the latest record of a seed if a cell holds several)."""
-    return {row["seed"]: row for _, row in runs.iterrows()}
+def _by_seed(runs, column: str) -> dict:
+    """seed → the run's {column, source} (the latest record of a seed if a cell holds several)."""
+    return {seed: {column: value, "source": source}
+            for seed, value, source in zip(runs["seed"].tolist(), runs[column].tolist(), runs["source"].tolist())}
 
 
 def compare(runs_a, runs_b, metric: str, seed: int = 0) -> dict:
     """A − B on the headline `metric` over the seeds both ran: {diff, low, high, p_value, seeds, examples, evidence}."""
-    a, b = _by_seed(runs_a), _by_seed(runs_b)
-    shared = sorted(set(a) & set(b))
     column = f"metrics.best.{metric}"
+    a, b = _by_seed(runs_a, column), _by_seed(runs_b, column)
+    shared = sorted(set(a) & set(b))
     per_seed = [float(a[s][column]) - float(b[s][column]) for s in shared]
     found = {"diff": float(np.mean(per_seed)) if per_seed else math.nan, "low": math.nan, "high": math.nan,
              "p_value": math.nan, "seeds": len(shared), "examples": None,
@@ -58,7 +59,8 @@ def compare(runs_a, runs_b, metric: str, seed: int = 0) -> dict:
     paired = _paired_predictions([a[s]["source"] for s in shared], [b[s]["source"] for s in shared])
     if paired and metric in glue_metrics.FAST:
         labels, preds_a, preds_b = paired
-        result = stats.paired_difference(glue_metrics.FAST[metric], preds_a, preds_b, labels, seed=seed)
+        result = stats.paired_difference(glue_metrics.FAST[metric], preds_a, preds_b, labels, seed=seed,
+                                         confusion=glue_metrics.CONFUSION.get(metric))
         found.update({k: result[k] for k in ("diff", "low", "high", "p_value", "examples")}, evidence="examples")
     elif len(shared) > 1:
         interval = stats.seed_interval(per_seed)
