@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -64,21 +65,46 @@ def paired_difference(metric: Callable[[np.ndarray, np.ndarray], float], preds_a
     n = labels.shape[0]
     everything = np.arange(n)
     observed = diff(a, b, everything)
-    rows = 1 if confusion is None else max(1, Counts.CHUNK // n)
-    swap_rng, draw_rng = np.random.default_rng(seed + 1), np.random.default_rng(seed)
-    swaps = _blocks(lambda shape: swap_rng.random(shape) < 0.5, n, resamples, rows)  # per example, for every seed
     if confusion is None:
         interval = bootstrap_interval(lambda idx: diff(a, b, idx), n, resamples, level, seed)
-        swapped = [diff(np.where(s, b, a), np.where(s, a, b), everything) for block in swaps for s in block]
+        rng = np.random.default_rng(seed + 1)
+        swaps = (rng.random(n) < 0.5 for _ in range(resamples))   # per example, the same swap under every seed
+        swapped = [diff(np.where(s, b, a), np.where(s, a, b), everything) for s in swaps]
     else:
         counts = Counts(confusion, a, b, labels)
-        draws = _blocks(lambda shape: draw_rng.integers(0, n, shape), n, resamples, rows)
-        interval = _percentile(counts.bootstrap(draws), level, resamples, seed)
-        swapped = counts.swapped(swaps)
-    extreme = sum(abs(d) >= abs(observed) - 1e-12 for d in swapped)
+        interval = _percentile(counts.bootstrap(_resampled(_weights, n, resamples, seed)), level, resamples, seed)
+        swapped = counts.swapped(_resampled(_swaps, n, resamples, seed + 1))
+    extreme = int(np.sum(np.abs(np.asarray(swapped)) >= abs(observed) - 1e-12))
     return {"diff": observed, "low": interval["low"], "high": interval["high"], "level": level,
             "p_value": (extreme + 1) / (resamples + 1), "seeds": len(a), "examples": n, "resamples": resamples,
             "test": "approximate randomization (paired, per example), paired bootstrap interval"}
+
+
+def _weights(n: int, resamples: int, seed: int):
+    """The bootstrap's resamples (the draws of bootstrap_interval) as blocks of multiplicities: entry (r, i) is how
+    often example i is drawn in resample r."""
+    rng = np.random.default_rng(seed)
+    for idx in _blocks(lambda shape: rng.integers(0, n, shape), n, resamples, max(1, Counts.CHUNK // n)):
+        m = idx.shape[0]
+        yield np.bincount((idx + n * np.arange(m)[:, None]).ravel(), minlength=m * n).reshape(m, n).astype(float)
+
+
+def _swaps(n: int, resamples: int, seed: int):
+    """The randomization test's swap masks (the slow path's draws) as blocks of 0.0 / 1.0."""
+    rng = np.random.default_rng(seed)
+    for swap in _blocks(lambda shape: rng.random(shape) < 0.5, n, resamples, max(1, Counts.CHUNK // n)):
+        yield swap.astype(float)
+
+
+def _resampled(make: Callable, n: int, resamples: int, seed: int):
+    """`make`'s blocks for (n, resamples, seed). They depend on nothing else, so a report that compares hundreds of
+    cells on the same evaluation set draws them once: kept while they are small (≤ 2^22 entries, 32 MB)."""
+    return _kept(make, n, resamples, seed) if n * resamples <= 2**22 else make(n, resamples, seed)
+
+
+@lru_cache(maxsize=4)
+def _kept(make: Callable, n: int, resamples: int, seed: int) -> tuple:
+    return tuple(make(n, resamples, seed))
 
 
 class Counts:
@@ -92,36 +118,37 @@ class Counts:
         self.confusion, self.classes = confusion, np.union1d(np.union1d(a, b), labels)
         k = len(self.classes)
         codes = [np.searchsorted(self.classes, p) * k + np.searchsorted(self.classes, labels) for p in (a, b)]
-        # one-hot of (prediction, label) per seed and example: (seeds, examples, k·k)
-        self.onehot_a, self.onehot_b = ((c[..., None] == np.arange(k * k)).astype(float) for c in codes)
+        # one-hot of (prediction, label) per example, for each method, seed and (prediction, label) pair:
+        # (examples, 2 · seeds · k·k), so that one matrix product counts every method and seed at once
+        onehot = np.stack(codes)[..., None] == np.arange(k * k)            # (2, seeds, examples, k·k)
+        self.shape = onehot.shape[1], k * k
+        self.onehot = onehot.transpose(2, 0, 1, 3).reshape(onehot.shape[2], -1).astype(float)
 
-    def _diffs(self, counts_a: np.ndarray, counts_b: np.ndarray) -> np.ndarray:
-        """(resamples, seeds, k·k) counts of A and B → per resample the seed-mean of metric(A) − metric(B)."""
+    def _diffs(self, counts: np.ndarray) -> np.ndarray:
+        """(resamples, 2 · seeds · k·k) counts of A then B → per resample the seed-mean of metric(A) − metric(B)."""
         k = len(self.classes)
+        counts = counts.reshape(len(counts), 2, *self.shape)
+        counts_a, counts_b = counts[:, 0], counts[:, 1]
         ma = self.confusion(counts_a.reshape(*counts_a.shape[:-1], k, k), self.classes)
         mb = self.confusion(counts_b.reshape(*counts_b.shape[:-1], k, k), self.classes)
         return np.mean(ma - mb, axis=1)
 
-    def bootstrap(self, draws) -> np.ndarray:
-        """Per resample (blocks of rows of indices), the seed-mean difference: counts = multiplicities @ one-hot."""
+    def bootstrap(self, blocks) -> np.ndarray:
+        """Per resample (blocks of multiplicities, `_weights`), the seed-mean difference: counts = weights @ one-hot."""
         out = []
-        for idx in draws:
-            m, n = idx.shape
-            weights = np.bincount((idx + n * np.arange(m)[:, None]).ravel(), minlength=m * n).reshape(m, n)
-            weights = weights.astype(float)
-            out.append(self._diffs(np.stack([weights @ h for h in self.onehot_a], axis=1),
-                                   np.stack([weights @ h for h in self.onehot_b], axis=1)))
+        for weights in blocks:
+            out.append(self._diffs(weights @ self.onehot))
         return np.concatenate(out)
 
     def swapped(self, swaps) -> np.ndarray:
         """Per swap mask (True: the example's A and B predictions exchanged), the seed-mean difference over all
         examples: A's counts gain B's one-hot where swapped and lose its own, and B's the reverse."""
-        out = []
-        change = self.onehot_b - self.onehot_a
-        base_a, base_b = self.onehot_a.sum(axis=1), self.onehot_b.sum(axis=1)
+        out, half = [], self.onehot.shape[1] // 2
+        change = self.onehot[:, half:] - self.onehot[:, :half]      # B's one-hot less A's, per seed
+        base = self.onehot.sum(axis=0)
         for swap in swaps:
-            moved = np.stack([swap.astype(float) @ c for c in change], axis=1)
-            out.append(self._diffs(base_a + moved, base_b - moved))
+            moved = swap @ change
+            out.append(self._diffs(base + np.concatenate([moved, -moved], axis=1)))
         return np.concatenate(out)
 
 

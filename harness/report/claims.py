@@ -23,7 +23,8 @@ import yaml
 
 from harness import stats
 from harness.report import evidence
-from harness.report.tables import fmt_num, plain, scale_of
+from harness.report.frames import plain
+from harness.report.tables import fmt_num, scale_of
 
 CLAIMS = Path(__file__).with_name("claims.yaml")
 COLUMNS = ["claim", "source", "paper", "test", "model", "task", "a", "b", "ours", "low", "high", "seeds", "examples",

@@ -35,8 +35,8 @@ def _rows(source: str) -> tuple | None:
     path = Path(source).parent / PREDICTIONS
     if not path.is_file():
         return None
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
+    with gzip.open(path, "rt", encoding="utf-8") as handle:   # one JSON array: one parse, not one per line
+        rows = json.loads("[" + ",".join(line for line in handle.read().splitlines() if line.strip()) + "]")
     return (tuple(r["id"] for r in rows), np.array([r["label"] for r in rows]),
             np.array([r["prediction"] for r in rows]))
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from harness import catalog, stats
 from harness.report import evidence, layouts
+from harness.report.frames import plain, rows_by
 
 # One row of a table = one configuration; the task is the column.
 ROW_KEY = ["task_family", "model", "method", "variant", "train_samples"]
@@ -83,13 +84,6 @@ def aggregate(runs):
                            "flagged", "params_no_head", "eval_samples", "variant_size", "targets", "baseline"]
     agg = pd.DataFrame(rows, columns=columns)
     return sort_configs(agg, ["task", "metric"])
-
-
-def plain(frame):
-    """The frame with its text columns as plain Python objects: a group's slice of an Arrow-backed string column costs
-    a pyarrow call per column and group, which thousands of groups add up to seconds. The values do not change."""
-    text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c].dtype) and frame[c].dtype != object]
-    return frame.astype({c: object for c in text}) if text else frame
 
 
 def _interval(runs, values, metric) -> dict:
@@ -170,24 +164,10 @@ def _method_or_baseline(conf):
     return cell(conf["baseline"]) if conf.get("baseline") else method_cell(conf["method"])
 
 
-def rows_by(frame, keys):
-    """key → the frame's rows with exactly those values of `keys`, in frame order: one groupby instead of one mask
-    over the whole frame per lookup (a report of thousands of runs makes thousands). A key holding a NaN matches
-    nothing, as `==` would not."""
-    positions = frame.groupby(keys, sort=False, dropna=False).indices if len(frame) else {}
-    empty = frame.iloc[:0]
-
-    def lookup(values: tuple):
-        found = positions.get(values[0] if len(values) == 1 else values)
-        return empty if found is None or any(pd.isna(v) for v in values) else frame.iloc[found]
-
-    return lookup
-
-
 def build_table(agg, spec, done=None):
     """The grid for one spec: one row per configuration, medians ×scale with ± std, Avg, notes; bold by evidence
     (harness/report/evidence.py) when `done` (the completed runs) is given, else the column's best value."""
-    sub = spec_rows(agg, spec)
+    sub = plain(spec_rows(agg, spec))
     configs, by_config, by_cell = sub.drop_duplicates(ROW_KEY), rows_by(sub, ROW_KEY), rows_by(sub, CELL_KEY)
     several_sizes = sub["train_samples"].nunique() > 1
     header = ["Model", "Method", "Size", "# Params"] + [label for label, _, _ in spec["columns"]]
@@ -220,7 +200,7 @@ def build_table(agg, spec, done=None):
 
 def interval_table(agg, spec):
     """The companion of a paper table: per cell the mean over seeds and its 95 % t interval (n ≥ 2), ×scale."""
-    sub = spec_rows(agg, spec)
+    sub = plain(spec_rows(agg, spec))
     header = ["Model", "Method", "Size"] + [label for label, _, _ in spec["columns"]]
     rows, by_cell = [], rows_by(sub, CELL_KEY)
     for _, conf in sub.drop_duplicates(ROW_KEY).iterrows():
