@@ -13,10 +13,12 @@ pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU path;
 
 
 def test_cpu_path_trains_every_method_and_writes_its_outputs(tmp_path):
-    assert main_gpu_check(["--device", "cpu", "--out", str(tmp_path / "gpu"), "--cache-dir", str(tmp_path / "c")]) == 0
+    assert main_gpu_check(["--device", "cpu", "--budget", "3600", "--out", str(tmp_path / "gpu"),
+                           "--cache-dir", str(tmp_path / "c")]) == 0
     data = json.loads((tmp_path / "gpu" / "gpu_check.json").read_text())
     found, meta = data["result"], data["meta"]
-    assert meta["environment"]["device"] == "cpu" and data["command"].startswith("harness-bench gpu-check --device cpu")
+    assert meta["environment"]["device"] == "cpu"
+    assert data["command"].startswith("harness-bench gpu-check --device cpu --budget 3600")
     every = set(catalog.choices("method"))
     for kind in ("encoder", "causal_lm"):
         rows = {r["method"]: r for r in found[kind]}
@@ -63,6 +65,7 @@ def test_guard_judges_by_the_longest_item_of_a_kind():
     guard.took(("train", "encoder"), 30.0)
     guard.took(("train", "encoder"), 45.0)
     assert not guard.allows(("train", "encoder")) and guard.allows(("latency", "encoder"))
+    assert not guard.allows(("accelerate", "encoder"))   # its prior: 90 s, before it ever ran
 
 
 def test_ratio_by_hand():
