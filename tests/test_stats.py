@@ -137,3 +137,20 @@ def test_wikisql_interval_is_over_logical_form_hits():
 
     found = wikisql.interval(Task, [right, right, right, wrong], items)
     assert found["value"] == 0.75 and 0.0 <= found["low"] <= 0.75 <= found["high"] <= 1.0
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1", "matthews_corr"])
+def test_paired_difference_from_confusion_counts_equals_the_loop_bit_for_bit(metric):
+    """The report's fast path (stats.Counts + glue.CONFUSION) gives exactly the per-resample loop's numbers: the
+    difference, the interval and the p-value, for 2 and 3 classes, 1 to 4 seeds, constant predictions included."""
+    rng = np.random.default_rng(7)
+    for trial, (n, seeds, k) in enumerate([(37, 1, 2), (120, 3, 2), (75, 4, 3), (50, 2, 2)]):
+        labels = rng.integers(0, k, n)
+        a = [np.where(rng.random(n) < 0.7, labels, rng.integers(0, k, n)) for _ in range(seeds)]
+        b = [np.where(rng.random(n) < 0.6, labels, rng.integers(0, k, n)) for _ in range(seeds)]
+        if trial == 3:
+            a = [np.zeros(n, dtype=int)] * seeds
+        loop = stats.paired_difference(glue.FAST[metric], a, b, labels, resamples=150, seed=trial)
+        fast = stats.paired_difference(glue.FAST[metric], a, b, labels, resamples=150, seed=trial,
+                                       confusion=glue.CONFUSION[metric])
+        assert fast == loop

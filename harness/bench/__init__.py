@@ -1,33 +1,44 @@
-"""`harness-bench`: what adaptation costs.
+"""`harness-bench`: what adaptation costs, and what the harness costs around the model.
 
-    harness-bench train   --model minilm --methods full_ft,bitfit,lora,lora_peft --batch 32 --seq 128
-    harness-bench latency --model minilm --grid 1x128,8x128,32x128
+    harness-bench train        --model minilm --methods full_ft,bitfit,lora,lora_peft --batch 32 --seq 128
+    harness-bench latency      --model minilm --grid 1x128,8x128,32x128
+    harness-bench overhead     model=minilm task=glue/sst2 method=lora trainer.max_train_samples=2000
+    harness-bench startup      model=minilm task=glue/sst2 method=lora
+    harness-bench load         --model smollm2
+    harness-bench report-scale --records 10000
+    harness-bench eval         --classify 'model=minilm task=glue/sst2' --generate 'model=smollm2 task=e2e'
+    harness-bench gpu-check                       (`make gpu-check`; on a machine without CUDA: tiny, on CPU)
 
-`train` (harness/bench/train.py): median training-step time, peak memory and trainable parameters per method, each
-method in a fresh process measured the same way. `latency` (harness/bench/latency.py): forward-pass latency on a
-batch × sequence grid (the paper's Table 1). Results go under reports/bench/ as JSON + Markdown.
+`train` (train.py): training-step time, peak allocated tensor bytes and peak RSS per method, fresh processes, rounds
+in random order. `latency` (latency.py): forward-pass latency on a batch × sequence grid (the paper's Table 1).
+`overhead` (overhead.py): harness-run's training throughput against a bare PyTorch loop on the same examples.
+`startup` (startup.py): process start to the first training step. `load` (load.py): a GGUF model ready after its
+first conversion. `report-scale` (report_scale.py): harness-report over many synthetic run records. `eval`
+(evaluation.py): evaluation examples/s and decoded tokens/s. `gpu-check` (gpu_check.py): every method in bf16 on a
+GPU. Each writes JSON + Markdown (the command line in both, each figure beside its target) under reports/bench/.
 """
 from __future__ import annotations
 
-import argparse
+import importlib
 import sys
 
-COMMANDS = ("train", "latency")
+# command → (its module in harness/bench/, its main function); each module has `parser()` too
+COMMANDS = {"train": ("train", "main_train"), "latency": ("latency", "main_latency"),
+            "overhead": ("overhead", "main_overhead"), "startup": ("startup", "main_startup"),
+            "load": ("load", "main_load"), "report-scale": ("report_scale", "main_report_scale"),
+            "eval": ("evaluation", "main_eval"), "gpu-check": ("gpu_check", "main_gpu_check")}
 
 
-def command_parsers() -> dict[str, argparse.ArgumentParser]:
-    from harness.bench.latency import parser as latency_parser
-    from harness.bench.train import parser as train_parser
-
-    return {"train": train_parser(), "latency": latency_parser()}
+def _module(name: str):
+    return importlib.import_module(f"harness.bench.{COMMANDS[name][0]}")
 
 
 def help_text() -> str:
     """`harness-bench --help`: what it does, then each command's own help (every option)."""
     parts = [f"usage: harness-bench {{{','.join(COMMANDS)}}} [options]   (harness-bench COMMAND --help: one command)",
              "", __doc__.strip()]
-    for name, parser in command_parsers().items():
-        parts += ["", f"== harness-bench {name} ==", parser.format_help().rstrip()]
+    for name in COMMANDS:
+        parts += ["", f"== harness-bench {name} ==", _module(name).parser().format_help().rstrip()]
     return "\n".join(parts) + "\n"
 
 
@@ -44,14 +55,8 @@ def main(argv=None) -> None:
     from harness.bench.common import BenchError
 
     try:
-        if argv[0] == "train":
-            from harness.bench.train import main_train
-
-            sys.exit(main_train(argv[1:]))
-        from harness.bench.latency import main_latency
-
-        sys.exit(main_latency(argv[1:]))
-    except BenchError as exc:   # a bad option of either command: one line, exit 2
+        sys.exit(getattr(_module(argv[0]), COMMANDS[argv[0]][1])(argv[1:]))
+    except BenchError as exc:   # a bad option of any command: one line, exit 2
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 

@@ -25,6 +25,7 @@ import yaml
 
 from harness import stats
 from harness.report import curves, evidence
+from harness.report.frames import plain
 from harness.report.records import zero_shot_mask
 from harness.report.tables import fmt_num, scale_of
 
@@ -123,12 +124,11 @@ def _test_text(claim: dict) -> str:
 def _context(runs: pd.DataFrame) -> str:
     """A configuration's other settings: its variant label less the size, budget and targets a claim selects on, so
     that only configurations alike in everything else are compared (init=kaiming with init=kaiming)."""
-    return " ".join(re.sub(r"(^|\s)(r|target_r|l_p|top|budget)=\S+|\{[^}]*\}", " ", runs.iloc[0]["variant"]).split())
+    return " ".join(re.sub(r"(^|\s)(r|target_r|l_p|top|budget)=\S+|\{[^}]*\}", " ", runs["variant"].iloc[0]).split())
 
 
 def _label(runs: pd.DataFrame) -> str:
-    first = runs.iloc[0]
-    return " ".join(str(p) for p in (first["method"], first["variant"]) if p)
+    return " ".join(str(p) for p in (runs["method"].iloc[0], runs["variant"].iloc[0]) if p)
 
 
 def evaluate_runs(claim: dict, done: pd.DataFrame) -> list[dict]:
@@ -189,9 +189,16 @@ def evaluate_latency(claim: dict, benches: list[dict]) -> list[dict]:
     return rows
 
 
+# The runs-frame columns the claims read (their selectors, groups, labels and evidence) besides the metrics: the runs
+# are narrowed to them first, so that grouping thousands of runs does not slice hundreds of other columns.
+READ = {*GROUP, "variant", "variant_size", "method", "targets", "headline", "seed", "source", "zero_shot",
+        "config.trainer.epochs", "config.trainer.max_steps"}   # and every metrics.* and config.method.* column
+
+
 def scorecard(done: pd.DataFrame, benches: list[dict] = (), path: str = str(CLAIMS)) -> pd.DataFrame:
     """Every claim's rows (a `not run` row for a claim without evidence here), in claims.yaml's order."""
     rows = []
+    done = plain(done[[c for c in done.columns if c in READ or c.startswith(("metrics.", "config.method."))]])
     for claim in (c for c in load(path) if listed(c, done, path)):
         found = evaluate_latency(claim, list(benches)) if "latency" in claim else evaluate_runs(claim, done)
         rows += found or [{"claim": f"{claim['id']}: {claim['claim']}", "source": claim["source"],

@@ -35,8 +35,8 @@ def _rows(source: str) -> tuple | None:
     path = Path(source).parent / PREDICTIONS
     if not path.is_file():
         return None
-    with gzip.open(path, "rt", encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
+    with gzip.open(path, "rt", encoding="utf-8") as handle:   # one JSON array: one parse, not one per line
+        rows = json.loads("[" + ",".join(line for line in handle.read().splitlines() if line.strip()) + "]")
     return (tuple(r["id"] for r in rows), np.array([r["label"] for r in rows]),
             np.array([r["prediction"] for r in rows]))
 
@@ -55,7 +55,8 @@ def compare(runs_a, runs_b, metric: str, seed: int = 0) -> dict:
     if paired and metric in glue_metrics.FAST:
         found = seed_evidence([float(a[s][column]) - float(b[s][column]) for s in shared], interval=False)
         labels, preds_a, preds_b = paired
-        result = stats.paired_difference(glue_metrics.FAST[metric], preds_a, preds_b, labels, seed=seed)
+        result = stats.paired_difference(glue_metrics.FAST[metric], preds_a, preds_b, labels, seed=seed,
+                                         confusion=glue_metrics.CONFUSION.get(metric))
         found.update({k: result[k] for k in ("diff", "low", "high", "p_value", "examples")}, evidence="examples")
         return found
     return seed_evidence([float(a[s][column]) - float(b[s][column]) for s in shared])

@@ -35,10 +35,16 @@ PDF_META = {"CreationDate": None, "ModDate": None}
 def _scores(runs):
     """Completed runs with `score`: the best-epoch headline metric on the paper's scale (×100 for accuracies)."""
     done = completed_runs(runs)
-    done = done[[baseline_label(row) is None for _, row in done.iterrows()]].copy()
+    done = done[[baseline_label(row) is None for row in _rows(done, ["config.trainer.epochs", "config.trainer.max_steps",
+                                                                     "method"])]].copy()
     done["score"] = [row.get(f"metrics.best.{row['headline']}", math.nan) * scale_of(row["headline"])[0]
-                     for _, row in done.iterrows()]
+                     for row in _rows(done, ["headline", *(c for c in done.columns if c.startswith("metrics.best."))])]
     return done[done["score"].notna()]
+
+
+def _rows(frame, columns):
+    """The frame's rows as dicts of `columns` (those present): what iterrows gives, without a Series per row."""
+    return frame[[c for c in columns if c in frame.columns]].to_dict("records")
 
 
 def _label(parts, shown):

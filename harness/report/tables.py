@@ -12,10 +12,16 @@ import pandas as pd
 
 from harness import catalog, stats
 from harness.report import evidence, layouts
+from harness.report.frames import plain, rows_by
 
 # One row of a table = one configuration; the task is the column.
 ROW_KEY = ["task_family", "model", "method", "variant", "train_samples"]
 GROUP_KEY = ROW_KEY + ["task"]
+CELL_KEY = GROUP_KEY + ["metric"]   # one aggregate row
+# The runs-frame columns aggregate() reads besides the metrics (layouts.baseline_label and _interval included).
+AGGREGATED = {*GROUP_KEY, "headline", "seed", "flags", "params.trainable_no_head", "eval_samples", "variant_size",
+              "targets", "config.trainer.epochs", "config.trainer.max_steps", "metrics.interval.metric",
+              "metrics.interval.low", "metrics.interval.high"}
 
 
 def scale_of(metric):
@@ -50,6 +56,7 @@ def aggregate(runs):
     interval of the mean (low, high; empty for n=1) and n over seeds."""
     done = completed_runs(runs)
     metric_cols = sorted(c for c in done.columns if c.startswith("metrics.best."))
+    done = plain(done[[c for c in done.columns if c in AGGREGATED or c in metric_cols]])   # fast group slices
     rows = []
     for key, group in done.groupby(GROUP_KEY, sort=True, dropna=False):
         headline = group["headline"].mode().iloc[0]
@@ -160,20 +167,20 @@ def _method_or_baseline(conf):
 def build_table(agg, spec, done=None):
     """The grid for one spec: one row per configuration, medians ×scale with ± std, Avg, notes; bold by evidence
     (harness/report/evidence.py) when `done` (the completed runs) is given, else the column's best value."""
-    sub = spec_rows(agg, spec)
-    configs = sub.drop_duplicates(ROW_KEY)
+    sub = plain(spec_rows(agg, spec))
+    configs, by_config, by_cell = sub.drop_duplicates(ROW_KEY), rows_by(sub, ROW_KEY), rows_by(sub, CELL_KEY)
     several_sizes = layouts.trained_rows(sub)["train_samples"].nunique() > 1
     header = ["Model", "Method", "Size", "# Params"] + [label for label, _, _ in spec["columns"]]
     header += ["Avg"] if spec["avg"] else []
     values, rows, missing, members = [], [], [], []
     for _, conf in configs.iterrows():
-        mine = sub[(sub[ROW_KEY] == conf[ROW_KEY]).all(axis=1)]
+        mine = by_config(tuple(conf[ROW_KEY]))
         params = 0 if conf.get("baseline") else mine["params_no_head"].median()   # zero-shot: nothing trained
         row = [cell(conf["model"]), _method_or_baseline(conf), layouts.size_cell(conf, several_sizes),
                cell(fmt_params(params))]
         row_values = []
         for label, task, metric in spec["columns"]:
-            hit = mine[(mine["task"] == task) & (mine["metric"] == metric)]
+            hit = by_cell((*conf[ROW_KEY], task, metric))
             if hit.empty:
                 missing.append(f"{conf['model']} / {conf['method']} {conf['variant']}".strip()
                                + f": no completed run for {label}")
@@ -193,14 +200,13 @@ def build_table(agg, spec, done=None):
 
 def interval_table(agg, spec):
     """The companion of a paper table: per cell the mean over seeds and its 95 % t interval (n ≥ 2), ×scale."""
-    sub = spec_rows(agg, spec)
+    sub = plain(spec_rows(agg, spec))
     header = ["Model", "Method", "Size"] + [label for label, _, _ in spec["columns"]]
-    rows = []
+    rows, by_cell = [], rows_by(sub, CELL_KEY)
     for _, conf in sub.drop_duplicates(ROW_KEY).iterrows():
-        mine = sub[(sub[ROW_KEY] == conf[ROW_KEY]).all(axis=1)]
         row = [cell(conf["model"]), _method_or_baseline(conf), layouts.size_cell(conf, False)]
         for _, task, metric in spec["columns"]:
-            hit = mine[(mine["task"] == task) & (mine["metric"] == metric)]
+            hit = by_cell((*conf[ROW_KEY], task, metric))
             row.append(cell(_interval_text(hit.iloc[0], metric) if not hit.empty else "–"))
         rows.append(row)
     notes = ["Mean over seeds [95 % Student t interval of the mean, n − 1 degrees of freedom]; n = 1: the run's own 95 % "
@@ -236,18 +242,16 @@ def _avg_cell(row_values):
     return cell(text if len(present) == len(row_values) else f"{text} ({len(present)}/{len(row_values)})")
 
 
-def cell_runs(done, conf, task):
-    """The completed runs behind one cell: configuration `conf` (a ROW_KEY row) on `task`."""
-    mask = (done["task"] == task)
-    for key in ROW_KEY:
-        mask &= done[key] == conf[key]
-    return done[mask]
-
-
 def _bold(rows, values, spec, members, done, first=4):
     """Per column: the best value, and every value not significantly worse than it on paired evidence; returns the
     kinds of evidence used. Without the runs (or for Avg) only the best value is bold."""
     used = set()
+    columns = {*GROUP_KEY, "seed", "source", *(f"metrics.best.{metric}" for _, _, metric in spec["columns"])}
+    by_cell = rows_by(plain(done[[c for c in done.columns if c in columns]]), GROUP_KEY) if done is not None else None
+
+    def cell_runs(conf, task):   # the completed runs behind one cell: configuration `conf` on `task`
+        return by_cell((*(conf[k] for k in ROW_KEY), task))
+
     for j in range(len(values[0]) if values else 0):
         column = [(i, v[j]) for i, v in enumerate(values) if v[j] is not None]
         if not column:
@@ -259,8 +263,7 @@ def _bold(rows, values, spec, members, done, first=4):
                 rows[i][first + j]["bold"] = True
             elif tested:
                 _, task, metric = spec["columns"][j]
-                result = evidence.compare(cell_runs(done, members[i], task), cell_runs(done, members[best_i], task),
-                                          metric)
+                result = evidence.compare(cell_runs(members[i], task), cell_runs(members[best_i], task), metric)
                 used.add(result["evidence"])
                 rows[i][first + j]["bold"] = evidence.not_worse(result)
     return used

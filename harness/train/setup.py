@@ -16,6 +16,7 @@ from harness import flops as flop_count
 from harness.errors import ConfigError
 from harness.train.config import TrainerConfig
 from harness.train.sampler import ResumableShuffle, make_sampler
+from harness.train.schedule import linear_warmup_decay
 
 
 def make_accelerator(tcfg: TrainerConfig):
@@ -85,8 +86,6 @@ class Setup:
 
 def prepare(model, train_ds, tcfg: TrainerConfig, collate: Callable, seed: int, loss_fn: Callable | None,
             accelerator=None, hooks: StepHooks | None = None) -> Setup:
-    from transformers import get_linear_schedule_with_warmup
-
     accelerator = accelerator or make_accelerator(tcfg)
     loss_fn = loss_fn or (lambda m, batch: m(**batch).loss)
     generator = torch.Generator().manual_seed(seed)
@@ -98,7 +97,7 @@ def prepare(model, train_ds, tcfg: TrainerConfig, collate: Callable, seed: int, 
     own = hooks.groups(model, tcfg.lr, tcfg.weight_decay) if hooks and hooks.groups else None
     optimizer = torch.optim.AdamW(own or param_groups(model, tcfg.weight_decay), lr=tcfg.lr)
     warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else round(tcfg.warmup_ratio * total_steps)
-    scheduler = get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+    scheduler = linear_warmup_decay(optimizer, warmup, total_steps)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     counted = flop_count.step_flops(accelerator.unwrap_model(model), loss_fn, collate, train_ds[0], accelerator.device)
     if accelerator.device.type == "cuda":  # after the FLOP count's probe steps
