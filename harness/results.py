@@ -82,7 +82,9 @@ def run_id(config: dict) -> str:
         for key in keys:
             (ident.get(group) or {}).pop(key, None)
     task = ident.get("task") or {}
-    if task.get("data_dir"):   # one folder, one identity: `../shared/data` and its absolute path are the same data
+    if task.get("data_dir") and os.path.isabs(task["data_dir"]):
+        # one folder, one identity: `/work/sweep/../shared/data` is `/work/shared/data`. A relative path stays as
+        # written (it is read from where the command runs, and the records made before this rule keep their run_id)
         task["data_dir"] = os.path.realpath(task["data_dir"])
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -67,3 +67,16 @@ def test_run_identity_does_not_depend_on_how_the_data_folder_is_spelled(tmp_path
     other = {"seed": 0, "task": {"name": "rte", "data_dir": str(tmp_path / "sweep")}}
     assert run_id(absolute) == run_id(relative)
     assert run_id(absolute) != run_id(other)
+
+
+def test_every_committed_record_keeps_its_run_id():
+    """Identity is stable across versions: each committed record's config still hashes to the run_id it was saved
+    under (keys added later stay out of the hash at their defaults; a relative data folder is hashed as written), so a
+    relaunched sweep finds its completed runs."""
+    import json
+    from pathlib import Path
+    from harness.results import run_id
+    records = sorted(Path(__file__).resolve().parents[1].glob("reports/*/records/*/run.json"))
+    assert len(records) > 200
+    saved = {str(p): json.loads(p.read_text()) for p in records}
+    assert [path for path, record in saved.items() if run_id(record["config"]) != record["run_id"]] == []
