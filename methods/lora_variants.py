@@ -87,7 +87,7 @@ def optimizer_groups(model, cfg, lr: float, weight_decay: float) -> list[dict] |
     (tests/test_lora_variants.py shows both)."""
     if cfg.lr_ratio == 1:
         return None
-    from harness.train.loop import param_groups
+    from harness.train.setup import param_groups
 
     fast = {id(p) for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "lora_B"}
     groups = []

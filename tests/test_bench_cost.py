@@ -7,10 +7,11 @@ import statistics
 import pytest
 import torch
 
+from harness import catalog
 from harness.bench.evaluation import counting, main_eval
 from harness.bench.load import main_load
 from harness.bench.overhead import main_overhead
-from harness.bench.report_scale import write_records
+from harness.bench.report_scale import variants, write_records
 from harness.bench.startup import main_startup, stages
 from harness.bench.synthetic import write_data
 from harness.results import load_runs
@@ -77,7 +78,8 @@ def test_synthetic_records_have_the_shape_the_report_reads(tmp_path):
     assert len(runs) == 40 and runs.attrs["problems"] == [] and runs["run_id"].nunique() == 40
     assert made["records"] == 40 and made["tasks"] == ["mrpc", "rte", "sst2"] and made["with_predictions"] == 1.0
     # one template per task × every method yaml but combo at its sizes × 4 training-set sizes × 3 learning rates
-    assert made["configurations"] == 3 * 36 * 4 * 3 and "combo" not in made["methods"]
+    assert {m for m, _ in variants()} == set(catalog.choices("method")) - {"combo"} == set(made["methods"])
+    assert made["configurations"] == 3 * len(variants()) * 4 * 3 and len(variants()) > len(made["methods"])
     assert len(list((tmp_path / "records").rglob("predictions.jsonl.gz"))) == 40
     again = write_records(40, REPO / "reports" / "glue_power_cpu" / "records", tmp_path / "again", seed=0)
     first = sorted(p.read_bytes() for p in (tmp_path / "records").rglob("run.json"))

@@ -44,8 +44,8 @@ def bare_round(pipeline, checked, config: dict, steps: int) -> dict:
     """The bare loop: the same examples in the same seeded order, the same optimiser, schedule and clipping."""
     import torch
 
-    from harness.train.checkpoint import ResumableShuffle
-    from harness.train.loop import param_groups
+    from harness.train.sampler import ResumableShuffle
+    from harness.train.setup import param_groups
     from harness.train.schedule import linear_warmup_decay
 
     tcfg, model = checked.trainer, run_model(pipeline, checked, config)[0].train()

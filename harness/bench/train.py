@@ -34,7 +34,7 @@ def measure(model_name: str, method_name: str, batch: int, seq: int, steps: int,
     import torch
 
     from harness.bench.memory import step_peak_bytes
-    from harness.train.loop import param_groups, peak_memory_bytes
+    from harness.train.setup import param_groups, peak_memory_bytes
 
     torch.set_num_threads(threads)
     base, info = load_model(model_name)
