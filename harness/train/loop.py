@@ -26,12 +26,11 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from harness import flops as flop_count
 from harness.train.checkpoint import Checkpoints, trainable_state
 from harness.train.config import TrainerConfig
-from harness.train.setup import (Setup, StepHooks, make_accelerator, param_groups,  # noqa: F401 (re-exported)
-                                  peak_memory_bytes, prepare)
+from harness.train.setup import Setup, StepHooks, peak_memory_bytes, prepare
 from harness.train.state import Diverged, TrainingState, TrainResult
 
 log = logging.getLogger(__name__)
-__all__ = ["Diverged", "StepHooks", "TrainResult", "fit", "make_accelerator", "param_groups", "peak_memory_bytes"]
+__all__ = ["Diverged", "StepHooks", "TrainResult", "fit"]
 
 
 def train_step(s: Setup, batch: dict, max_grad_norm: float | None, step: int) -> tuple[float, bool, str | None]:
@@ -191,9 +190,9 @@ def fit(model, train_ds, tcfg: TrainerConfig, *, collate: Callable, evaluate: Ca
     """Train `model` on `train_ds`; `evaluate(model) -> {metric: value}` runs after every epoch (and every
     `eval_every_steps`); the best evaluation on `headline` is kept. With `checkpoints`, training resumes from the
     newest checkpoint there and saves new ones; `on_progress(result)` runs after each evaluation, so that the caller
-    can record the history so far. `hooks`: the method's optimiser groups, regulariser and after-step hook (StepHooks). Before
-    training, `loss_fn` also runs on three unpadded probe rows, whose FLOPs fix the cost record's count
-    (harness/flops.py)."""
+    can record the history so far. `hooks`: the method's optimiser groups, regulariser and after-step hook
+    (StepHooks). Before training, `loss_fn` also runs on three unpadded probe rows, whose FLOPs fix the cost record's
+    count (harness/flops.py)."""
     on_progress = on_progress or (lambda result: None)
     s = prepare(model, train_ds, tcfg, collate, seed, loss_fn, accelerator, hooks)
     state = resume(s, tcfg, checkpoints, on_progress)
