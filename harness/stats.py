@@ -55,7 +55,11 @@ def paired_difference(metric: Callable[[np.ndarray, np.ndarray], float], preds_a
     (`labels`): the difference of their seed-mean metric, its paired bootstrap interval (examples resampled, the same
     resample for every seed and both methods) and the two-sided approximate-randomization p-value. `confusion`: the
     same metric from confusion counts (harness/metrics/glue.py CONFUSION), which gives the same numbers, bit for bit,
-    from a few matrix products instead of a metric call per resample, seed and method (see Counts)."""
+    from a few matrix products instead of a metric call per resample, seed and method (paired_differences)."""
+    if confusion is not None:
+        runs = list(preds_a) + list(preds_b)
+        pair = (list(range(len(preds_a))), list(range(len(preds_a), len(runs))))
+        return paired_differences(metric, confusion, runs, [pair], labels, resamples, level, seed)[0]
     a, b, labels = np.stack(preds_a), np.stack(preds_b), np.asarray(labels)
 
     def diff(pa: np.ndarray, pb: np.ndarray, idx: np.ndarray) -> float:
@@ -64,41 +68,74 @@ def paired_difference(metric: Callable[[np.ndarray, np.ndarray], float], preds_a
 
     n = labels.shape[0]
     everything = np.arange(n)
-    observed = diff(a, b, everything)
-    if confusion is None:
-        interval = bootstrap_interval(lambda idx: diff(a, b, idx), n, resamples, level, seed)
-        rng = np.random.default_rng(seed + 1)
-        swaps = (rng.random(n) < 0.5 for _ in range(resamples))   # per example, the same swap under every seed
-        swapped = [diff(np.where(s, b, a), np.where(s, a, b), everything) for s in swaps]
-    else:
-        counts = Counts(confusion, a, b, labels)
-        interval = _percentile(counts.bootstrap(_resampled(_weights, n, resamples, seed)), level, resamples, seed)
-        swapped = counts.swapped(_resampled(_swaps, n, resamples, seed + 1))
+    interval = bootstrap_interval(lambda idx: diff(a, b, idx), n, resamples, level, seed)
+    rng = np.random.default_rng(seed + 1)
+    swaps = (rng.random(n) < 0.5 for _ in range(resamples))   # per example, the same swap under every seed
+    swapped = [diff(np.where(s, b, a), np.where(s, a, b), everything) for s in swaps]
+    return _paired_result(diff(a, b, everything), interval, swapped, len(a), n, resamples, level)
+
+
+def _paired_result(observed: float, interval: dict, swapped, seeds: int, n: int, resamples: int, level: float) -> dict:
     extreme = int(np.sum(np.abs(np.asarray(swapped)) >= abs(observed) - 1e-12))
     return {"diff": observed, "low": interval["low"], "high": interval["high"], "level": level,
-            "p_value": (extreme + 1) / (resamples + 1), "seeds": len(a), "examples": n, "resamples": resamples,
+            "p_value": (extreme + 1) / (resamples + 1), "seeds": seeds, "examples": n, "resamples": resamples,
             "test": "approximate randomization (paired, per example), paired bootstrap interval"}
+
+
+def paired_differences(metric: Callable, confusion: Callable, runs: list[np.ndarray], pairs: list[tuple],
+                       labels: np.ndarray, resamples: int = RESAMPLES, level: float = LEVEL,
+                       seed: int = 0) -> list[dict]:
+    """paired_difference (its `confusion` path) for many pairs on one evaluation set: `runs` holds the predictions
+    of every run taking part, and each pair is (A's runs by seed, B's runs by seed) as indices into `runs`. A run's
+    counts under every resample and every swap mask are linear in its one-hot (prediction, label) matrix, so they are
+    computed once per run, for all runs in one matrix product (RunCounts); a comparison then only subtracts and
+    stacks counts. A report that compares hundreds of cells with the same best cell pays for each run once."""
+    labels = np.asarray(labels)
+    n, out = labels.shape[0], [None] * len(pairs)
+    uniques = [np.unique(r) for r in runs]
+    by_classes: dict = {}
+    for i, (ia, ib) in enumerate(pairs):
+        classes = np.union1d(np.union1d(np.concatenate([uniques[j] for j in ia]),
+                                        np.concatenate([uniques[j] for j in ib])), labels)
+        by_classes.setdefault((classes.dtype.str, classes.tobytes()), (classes, []))[1].append(i)
+    for classes, members in by_classes.values():
+        used = sorted({j for i in members for j in (*pairs[i][0], *pairs[i][1])})
+        counts = RunCounts(confusion, classes, [runs[j] for j in used], labels, resamples, seed)
+        where = {j: p for p, j in enumerate(used)}
+        for i in members:
+            ia, ib = ([where[j] for j in side] for side in pairs[i])
+            interval = _percentile(counts.bootstrap(ia, ib), level, resamples, seed)
+            observed = float(np.mean([metric(runs[ja], labels) - metric(runs[jb], labels)
+                                      for ja, jb in zip(*pairs[i])]))
+            out[i] = _paired_result(observed, interval, counts.swapped(ia, ib), len(ia), n, resamples, level)
+    return out
 
 
 def _weights(n: int, resamples: int, seed: int):
     """The bootstrap's resamples (the draws of bootstrap_interval) as blocks of multiplicities: entry (r, i) is how
     often example i is drawn in resample r."""
     rng = np.random.default_rng(seed)
-    for idx in _blocks(lambda shape: rng.integers(0, n, shape), n, resamples, max(1, Counts.CHUNK // n)):
+    for idx in _blocks(lambda shape: rng.integers(0, n, shape), n, resamples, max(1, RunCounts.CHUNK // n)):
         m = idx.shape[0]
-        yield np.bincount((idx + n * np.arange(m)[:, None]).ravel(), minlength=m * n).reshape(m, n).astype(float)
+        yield _exact(np.bincount((idx + n * np.arange(m)[:, None]).ravel(), minlength=m * n).reshape(m, n), n)
 
 
 def _swaps(n: int, resamples: int, seed: int):
-    """The randomization test's swap masks (the slow path's draws) as blocks of 0.0 / 1.0."""
+    """The randomization test's swap masks (the slow path's draws) as blocks of 0 / 1."""
     rng = np.random.default_rng(seed)
-    for swap in _blocks(lambda shape: rng.random(shape) < 0.5, n, resamples, max(1, Counts.CHUNK // n)):
-        yield swap.astype(float)
+    for swap in _blocks(lambda shape: rng.random(shape) < 0.5, n, resamples, max(1, RunCounts.CHUNK // n)):
+        yield _exact(swap, n)
+
+
+def _exact(block: np.ndarray, n: int) -> np.ndarray:
+    """Counts as floats for a matrix product that stays exact: every product of these and a one-hot matrix sums at
+    most n integers, which float32 holds exactly below 2^24 (and float64 below 2^53); float32 halves the work."""
+    return block.astype(np.float32 if n < 2**24 else np.float64)
 
 
 def _resampled(make: Callable, n: int, resamples: int, seed: int):
     """`make`'s blocks for (n, resamples, seed). They depend on nothing else, so a report that compares hundreds of
-    cells on the same evaluation set draws them once: kept while they are small (≤ 2^22 entries, 32 MB)."""
+    cells on the same evaluation set draws them once: kept while they are small (≤ 2^22 entries, 16 MB)."""
     return _kept(make, n, resamples, seed) if n * resamples <= 2**22 else make(n, resamples, seed)
 
 
@@ -107,49 +144,46 @@ def _kept(make: Callable, n: int, resamples: int, seed: int) -> tuple:
     return tuple(make(n, resamples, seed))
 
 
-class Counts:
-    """The paired tests of a metric that is a function of the confusion counts (accuracy, F1, Matthews), computed from
-    them. A resample's counts are sums of integers, which float64 adds exactly in any order, and the metric is then
-    computed from them with the same operations as on the examples, so every number equals the per-resample loop's."""
+class RunCounts:
+    """Each run's confusion counts (prediction class × label class) under every bootstrap resample and under every
+    swap mask of the randomization test, for runs on one evaluation set with one set of `classes`; from them the
+    paired tests of a metric that is a function of the counts (accuracy, F1, Matthews). Counts are sums of integers,
+    exact in any order (see _exact), and the metric is then computed from them with the same operations as on the
+    examples, so every number equals the per-resample loop's (paired_difference without `confusion`)."""
 
     CHUNK = 2**22   # resample × example entries per matrix product
 
-    def __init__(self, confusion: Callable, a: np.ndarray, b: np.ndarray, labels: np.ndarray):
-        self.confusion, self.classes = confusion, np.union1d(np.union1d(a, b), labels)
-        k = len(self.classes)
-        codes = [np.searchsorted(self.classes, p) * k + np.searchsorted(self.classes, labels) for p in (a, b)]
-        # one-hot of (prediction, label) per example, for each method, seed and (prediction, label) pair:
-        # (examples, 2 · seeds · k·k), so that one matrix product counts every method and seed at once
-        onehot = np.stack(codes)[..., None] == np.arange(k * k)            # (2, seeds, examples, k·k)
-        self.shape = onehot.shape[1], k * k
-        self.onehot = onehot.transpose(2, 0, 1, 3).reshape(onehot.shape[2], -1).astype(float)
+    def __init__(self, confusion: Callable, classes: np.ndarray, runs: list[np.ndarray], labels: np.ndarray,
+                 resamples: int, seed: int):
+        self.confusion, self.classes = confusion, classes
+        k = len(classes)
+        codes = np.stack([np.searchsorted(classes, r) * k + np.searchsorted(classes, labels) for r in runs], axis=1)
+        onehot = np.zeros((len(labels), len(runs) * k * k), dtype=np.float32 if len(labels) < 2**24 else np.float64)
+        onehot[np.arange(len(labels))[:, None], codes + k * k * np.arange(len(runs))] = 1
+        self.own = onehot.sum(axis=0, dtype=np.float64).reshape(len(runs), k * k)   # each run's counts, unresampled
+
+        def per_run(make, at):   # (resamples, runs, k·k): every block of `make` times the one-hot
+            found = [block @ onehot for block in _resampled(make, len(labels), resamples, at)]
+            return np.concatenate(found).reshape(resamples, len(runs), k * k)
+
+        self.drawn, self.moved = per_run(_weights, seed), per_run(_swaps, seed + 1)
 
     def _diffs(self, counts: np.ndarray) -> np.ndarray:
-        """(resamples, 2 · seeds · k·k) counts of A then B → per resample the seed-mean of metric(A) − metric(B)."""
-        k = len(self.classes)
-        counts = counts.reshape(len(counts), 2, *self.shape)
-        counts_a, counts_b = counts[:, 0], counts[:, 1]
-        ma = self.confusion(counts_a.reshape(*counts_a.shape[:-1], k, k), self.classes)
-        mb = self.confusion(counts_b.reshape(*counts_b.shape[:-1], k, k), self.classes)
+        """(resamples, 2, seeds, k·k) counts of A then B → per resample the seed-mean of metric(A) − metric(B)."""
+        k, (resamples, _, seeds, _) = len(self.classes), counts.shape
+        ma, mb = (self.confusion(counts[:, m].reshape(resamples, seeds, k, k), self.classes) for m in (0, 1))
         return np.mean(ma - mb, axis=1)
 
-    def bootstrap(self, blocks) -> np.ndarray:
-        """Per resample (blocks of multiplicities, `_weights`), the seed-mean difference: counts = weights @ one-hot."""
-        out = []
-        for weights in blocks:
-            out.append(self._diffs(weights @ self.onehot))
-        return np.concatenate(out)
+    def bootstrap(self, ia: list[int], ib: list[int]) -> np.ndarray:
+        """Per resample, the seed-mean difference of A's runs `ia` and B's `ib` (positions in `runs`, by seed)."""
+        return self._diffs(self.drawn[:, ia + ib].astype(np.float64).reshape(len(self.drawn), 2, len(ia), -1))
 
-    def swapped(self, swaps) -> np.ndarray:
-        """Per swap mask (True: the example's A and B predictions exchanged), the seed-mean difference over all
-        examples: A's counts gain B's one-hot where swapped and lose its own, and B's the reverse."""
-        out, half = [], self.onehot.shape[1] // 2
-        change = self.onehot[:, half:] - self.onehot[:, :half]      # B's one-hot less A's, per seed
-        base = self.onehot.sum(axis=0)
-        for swap in swaps:
-            moved = swap @ change
-            out.append(self._diffs(base + np.concatenate([moved, -moved], axis=1)))
-        return np.concatenate(out)
+    def swapped(self, ia: list[int], ib: list[int]) -> np.ndarray:
+        """Per swap mask (an example's A and B predictions exchanged where it is 1), the seed-mean difference over all
+        examples: A's counts gain B's swapped counts and lose their own, and B's the reverse."""
+        moved = self.moved[:, ib].astype(np.float64) - self.moved[:, ia]   # (resamples, seeds, k·k)
+        base = np.stack([self.own[ia], self.own[ib]])                  # (2, seeds, k·k)
+        return self._diffs(base + np.stack([moved, -moved], axis=1))
 
 
 def seed_interval(values, level: float = LEVEL) -> dict:

@@ -23,8 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analyze.report import report_section
-from harness.report import claims, layouts, plots, protocol_check, scorecard, sections, tables
-from harness.report import claims, cost, layouts, plots, scorecard, sections, tables
+from harness.report import claims, cost, evidence, layouts, plots, protocol_check, scorecard, sections, tables
 from harness.report.facts import tasks_in
 from harness.results import load_runs
 from harness.report.records import (find_run_files, load_records, records_to_frame, variant_of, wandb_records,
@@ -114,7 +113,15 @@ def _claims_table(runs, benches):
 def write_report(runs, problems, unmatched, out, formats=FORMATS, benches=(), latency=(), analysis=True):
     """Everything into `out`; returns the index (README.md) text. `benches`: harness-bench latency JSON contents,
     `latency`: their paths (Table 1 layouts); `analysis`: harness-analyze's section, when runs kept their matrices."""
-    out, tasks = Path(out), tasks_in(runs)
+    evidence.forget()   # predictions and comparisons are kept for one report: this one reads its files afresh
+    try:
+        return _write_report(runs, problems, unmatched, Path(out), formats, benches, latency, analysis)
+    finally:
+        evidence.forget()
+
+
+def _write_report(runs, problems, unmatched, out, formats, benches, latency, analysis):
+    tasks = tasks_in(runs)
     agg = tables.aggregate(runs) if not runs.empty else pd.DataFrame(columns=tables.GROUP_KEY + ["metric", "headline"])
     card = _claims_table(runs, benches)
     grids, score = [card] + _paper_tables(agg, tasks, runs), _scorecard_table(agg, tasks, runs)
@@ -168,6 +175,7 @@ def main(argv=None):
     benches = [json.loads(p.read_text(encoding="utf-8")) for p in latency]
     runs = load_runs(args.paths, wandb=args.wandb, skip=latency)   # a latency JSON is no run record
     problems, unmatched = runs.attrs["problems"], runs.attrs["unmatched"]
+    runs.attrs = {}   # pandas deep-copies a frame's attrs into every frame derived from it: thousands of copies
     if runs.empty and not problems and not latency:
         print(f"harness-report: no run.json found under {' '.join(args.paths)}", file=sys.stderr)
         return 2

@@ -133,32 +133,41 @@ def _label(runs: pd.DataFrame) -> str:
 
 def evaluate_runs(claim: dict, done: pd.DataFrame) -> list[dict]:
     """One row per (model, task, training size) and pair of configurations both sides ran; [] when none."""
-    rows = []
-    if done.empty:
-        return rows
+    pairs = list(_pairs(claim, done)) if not done.empty else []
+    if "measure" in claim:
+        found = [curves.compare(runs_a, runs_b, claim["measure"]) for _, runs_a, runs_b, _ in pairs]
+    else:   # all of the claim's comparisons at once (evidence.compare_many)
+        found = evidence.compare_many([(runs_a, runs_b, metric) for _, runs_a, runs_b, metric in pairs])
+    return [_row(claim, where, _label(runs_a), _label(runs_b), result, metric)
+            for (where, runs_a, runs_b, metric), result in zip(pairs, found)]
+
+
+def _pairs(claim: dict, done: pd.DataFrame):
+    """(where, A's runs, B's runs, headline metric) per (model, task, training size) and pair of configurations."""
     groups = done if not claim.get("tasks") else done[done["task"].isin(claim["tasks"])]
     for key, group in groups.groupby(GROUP, sort=True):
         where = dict(zip(GROUP, key))
         if "train_samples" in claim["a"] and not _smallest_size(groups, where):
             continue
-        side_a, side_b = _side_runs(group, claim["a"]), _side_runs(group, claim["b"])
+        side_a, side_b = (_configurations(claim, _side_runs(group, claim[side])) for side in ("a", "b"))
         metric = group["headline"].mode().iloc[0]
-        for _, runs_a in side_a.groupby("variant", sort=True):
-            for _, runs_b in side_b.groupby("variant", sort=True):
-                if set(runs_a["source"]) == set(runs_b["source"]) or _context(runs_a) != _context(runs_b) \
-                        or not _matched(claim, runs_a, runs_b):
-                    continue  # the same runs (one budget is `min` and `max`), or other settings differ (init …)
-                found = curves.compare(runs_a, runs_b, claim["measure"]) if "measure" in claim \
-                    else evidence.compare(runs_a, runs_b, metric)
-                rows.append(_row(claim, where, _label(runs_a), _label(runs_b), found, metric))
-    return rows
+        for runs_a, sources_a, alike_a in side_a:
+            for runs_b, sources_b, alike_b in side_b:
+                if sources_a != sources_b and alike_a == alike_b:
+                    yield where, runs_a, runs_b, metric
+                # else: the same runs (one budget is `min` and `max`), or other settings differ (init …)
 
 
-def _matched(claim: dict, runs_a: pd.DataFrame, runs_b: pd.DataFrame) -> bool:
-    """Whether two configurations agree on what the claim's `match` names: a report column (variant_size: LoRA's r or
-    AdaLoRA's target_r; targets) or else a method setting (r: compared at equal rank)."""
-    columns = [key if key in runs_a.columns else f"config.method.{key}" for key in claim.get("match", [])]
-    return all(str(_column(runs_a, c).iloc[0]) == str(_column(runs_b, c).iloc[0]) for c in columns)
+def _configurations(claim: dict, runs: pd.DataFrame) -> list[tuple]:
+    """(runs, their sources, what must agree with the other side's) per configuration (variant) of one side, in
+    variant order. Agree: the other settings (_context), and what the claim's `match` names, a report column
+    (variant_size: LoRA's r or AdaLoRA's target_r; targets) or else a method setting (r: compared at equal rank)."""
+    out = []
+    for _, config in runs.groupby("variant", sort=True):
+        columns = [key if key in config.columns else f"config.method.{key}" for key in claim.get("match", [])]
+        out.append((config, set(config["source"]),
+                    (_context(config), *(str(_column(config, c).iloc[0]) for c in columns))))
+    return out
 
 
 def _smallest_size(done: pd.DataFrame, where: dict) -> bool:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
-from functools import lru_cache
+import re
 from pathlib import Path
 
 import numpy as np
@@ -27,39 +27,110 @@ from harness.metrics import glue as glue_metrics
 
 PREDICTIONS = "predictions.jsonl.gz"
 LEVEL = 0.05   # a cell is "significantly worse" than the column's best at p < LEVEL
+BATCH_PAIRS = 256   # comparisons computed together: their runs' resampled counts are held at once
+# What one report has read and compared (forget() drops it): predictions by run.json path, results by pair.
+_SEEN: dict = {"rows": {}, "results": {}, "shared": {}}
+# The harness's own lines (harness/runner.py: json.dumps of {"id", "label", "prediction", ...}): id, label and
+# prediction as one match per line, read without parsing the rest (the scores); other shapes go through json.
+_LINE = re.compile(rb'\{"id": ([^,]*, "label": [^,]*, "prediction": [^,}]*)')
 
 
-@lru_cache(maxsize=4096)
+def forget() -> None:
+    """Drop the predictions and comparisons kept so far: a new report reads its files afresh."""
+    for kept in _SEEN.values():
+        kept.clear()
+
+
 def _rows(source: str) -> tuple | None:
-    """(ids, labels, predictions) of the run whose run.json is `source`, or None when it kept no predictions."""
-    path = Path(source).parent / PREDICTIONS
-    if not path.is_file():
-        return None
-    with gzip.open(path, "rt", encoding="utf-8") as handle:   # one JSON array: one parse, not one per line
-        rows = json.loads("[" + ",".join(line for line in handle.read().splitlines() if line.strip()) + "]")
-    return (tuple(r["id"] for r in rows), np.array([r["label"] for r in rows]),
-            np.array([r["prediction"] for r in rows]))
+    """(ids, labels, predictions) of the run whose run.json is `source`, or None when it kept no predictions; equal
+    ids and labels are one shared object, so that runs on one evaluation set are matched by identity."""
+    kept = _SEEN["rows"]
+    if source not in kept:
+        path = Path(source).parent / PREDICTIONS
+        found = _parse(gzip.decompress(path.read_bytes())) if path.is_file() else None
+        if found is not None:
+            shared, (ids, labels, preds) = _SEEN["shared"], found
+            found = shared.setdefault(ids, ids), shared.setdefault((labels.dtype.str, labels.tobytes()), labels), preds
+        kept[source] = found
+    return kept[source]
 
 
-def by_seed(runs) -> dict:
-    """seed → the run's row (the latest record of a seed if a cell holds several)."""
-    return {row["seed"]: row for _, row in runs.iterrows()}
+def _parse(text: bytes) -> tuple:
+    """(ids as a hashable key, labels, predictions) of a predictions.jsonl: integer ids, labels and predictions in
+    the harness's line shape straight from the bytes; anything else (strings, floats, other shapes) as JSON."""
+    found = _LINE.findall(text)
+    numbers = b", ".join(found).replace(b'"label": ', b"").replace(b'"prediction": ', b"")
+    if found and len(found) == text.count(b"\n") and not numbers.translate(None, b"0123456789-, "):
+        try:
+            triples = np.array(numbers.split(b", "), dtype=np.int64).reshape(-1, 3)
+            return ("int", triples[:, 0].tobytes()), triples[:, 1].copy(), triples[:, 2].copy()
+        except ValueError:   # not integers after all ("1-2", an empty value): read it as JSON
+            pass
+    rows = json.loads("[" + ",".join(line for line in text.decode("utf-8").splitlines() if line.strip()) + "]")
+    ids = [r["id"] for r in rows]
+    key = ("int", np.array(ids, dtype=np.int64).tobytes()) if all(type(i) is int for i in ids) else tuple(ids)
+    return key, np.array([r["label"] for r in rows]), np.array([r["prediction"] for r in rows])
+
+
+def by_seed(runs, columns=None) -> dict:
+    """seed → the run's row as a dict of `columns` (default: all) with its seed and source (the latest record of a
+    seed if a cell holds several); read column by column, not as a Series (or a frame's dicts) per row."""
+    names = list(runs.columns) if columns is None else ["seed", "source", *columns]
+    values = [runs[c].tolist() if c in runs else [None] * len(runs) for c in names]
+    rows = (dict(zip(names, row)) for row in zip(*values))
+    return {row["seed"]: row for row in rows}
 
 
 def compare(runs_a, runs_b, metric: str, seed: int = 0) -> dict:
     """A − B on the headline `metric` over the seeds both ran: {diff, low, high, p_value, seeds, examples, evidence}."""
-    a, b = by_seed(runs_a), by_seed(runs_b)
-    shared = sorted(set(a) & set(b))
-    column = f"metrics.best.{metric}"
-    paired = _paired_predictions([a[s]["source"] for s in shared], [b[s]["source"] for s in shared])
-    if paired and metric in glue_metrics.FAST:
-        found = seed_evidence([float(a[s][column]) - float(b[s][column]) for s in shared], interval=False)
-        labels, preds_a, preds_b = paired
-        result = stats.paired_difference(glue_metrics.FAST[metric], preds_a, preds_b, labels, seed=seed,
-                                         confusion=glue_metrics.CONFUSION.get(metric))
-        found.update({k: result[k] for k in ("diff", "low", "high", "p_value", "examples")}, evidence="examples")
-        return found
-    return seed_evidence([float(a[s][column]) - float(b[s][column]) for s in shared])
+    return compare_many([(runs_a, runs_b, metric)], seed)[0]
+
+
+def compare_many(pairs: list[tuple], seed: int = 0) -> list[dict]:
+    """compare for each (runs_a, runs_b, metric) of `pairs`. Each pair is compared once per report (the bold marks
+    and the claim scorecard share the results), and the paired tests on one evaluation set are computed together
+    (stats.paired_differences: each run's resampled counts once, not once per comparison it takes part in)."""
+    results, batches, keys = _SEEN["results"], {}, []
+    for runs_a, runs_b, metric in pairs:
+        column = f"metrics.best.{metric}"
+        a, b = by_seed(runs_a, [column]), by_seed(runs_b, [column])
+        shared = sorted(set(a) & set(b))
+        per_seed = [float(a[s][column]) - float(b[s][column]) for s in shared]
+        keys.append((metric, seed, tuple((a[s]["source"], b[s]["source"]) for s in shared), tuple(per_seed)))
+        if keys[-1] in results:
+            continue
+        paired = _paired_predictions([a[s]["source"] for s in shared], [b[s]["source"] for s in shared])
+        if paired and metric in glue_metrics.CONFUSION:   # together with the other pairs on these examples
+            batches.setdefault((metric, id(paired[0])), []).append((keys[-1], paired))
+        elif paired and metric in glue_metrics.FAST:      # no confusion counts (correlations): the per-resample loop
+            labels, preds_a, preds_b = paired
+            results[keys[-1]] = _examples(per_seed, stats.paired_difference(glue_metrics.FAST[metric], preds_a,
+                                                                            preds_b, labels, seed=seed))
+        else:
+            results[keys[-1]] = seed_evidence(per_seed)
+    for (metric, _), batch in batches.items():
+        for start in range(0, len(batch), BATCH_PAIRS):
+            _paired_batch(metric, batch[start:start + BATCH_PAIRS], seed)
+    return [results[key] for key in keys]
+
+
+def _paired_batch(metric: str, batch: list[tuple], seed: int) -> None:
+    """The paired tests of `batch`, (key, (labels, A's predictions, B's)) on one evaluation set, into the results."""
+    runs, index = {}, []
+    for _, (_, preds_a, preds_b) in batch:   # each run once (its predictions are one object per report)
+        at = [runs.setdefault(id(p), (len(runs), p))[0] for p in preds_a + preds_b]
+        index.append((at[:len(preds_a)], at[len(preds_a):]))
+    labels = batch[0][1][0]
+    found = stats.paired_differences(glue_metrics.FAST[metric], glue_metrics.CONFUSION[metric],
+                                     [p for _, p in runs.values()], index, labels, seed=seed)
+    for (key, _), result in zip(batch, found):
+        _SEEN["results"][key] = _examples(list(key[3]), result)
+
+
+def _examples(per_seed: list[float], result: dict) -> dict:
+    """The row of a comparison on examples: the seeds it paired, and the paired test's difference, interval and p."""
+    found = seed_evidence(per_seed, interval=False)
+    return {**found, **{k: result[k] for k in ("diff", "low", "high", "p_value", "examples")}, "evidence": "examples"}
 
 
 def seed_evidence(per_seed: list[float], interval: bool = True) -> dict:
@@ -79,10 +150,31 @@ def _paired_predictions(sources_a: list[str], sources_b: list[str]):
     loaded = [_rows(str(s)) for s in sources_a + sources_b]
     if not loaded or any(r is None for r in loaded) or len({r[0] for r in loaded}) != 1:
         return None
-    if any(not np.array_equal(r[1], loaded[0][1]) for r in loaded):
+    if any(r[1] is not loaded[0][1] and not np.array_equal(r[1], loaded[0][1]) for r in loaded):
         return None
     half = len(sources_a)
     return loaded[0][1], [r[2] for r in loaded[:half]], [r[2] for r in loaded[half:]]
+
+
+def bold_marks(values: list[list], tested: list, cell_runs) -> tuple[set, set]:
+    """(cells (row, column) to mark bold, the kinds of evidence used): per column of `values` (rows × columns, None
+    where a row has no value) its best value, and every value not significantly worse than it. `tested[j]`: the
+    column's (task, metric) when its cells can be compared, else None (only the best is bold); `cell_runs(i, task)`:
+    the runs behind row i's cell. Every comparison of the table is made at once (compare_many)."""
+    marks, tests = set(), []
+    for j, test in enumerate(tested):
+        column = [(i, v[j]) for i, v in enumerate(values) if v[j] is not None]
+        if not column:
+            continue
+        best_i, best = max(column, key=lambda iv: iv[1])
+        for i, v in column:
+            if v == best or i == best_i:
+                marks.add((i, j))
+            elif test is not None:
+                tests.append(((i, j), (cell_runs(i, test[0]), cell_runs(best_i, test[0]), test[1])))
+    results = compare_many([pair for _, pair in tests])
+    marks |= {at for (at, _), result in zip(tests, results) if not_worse(result)}
+    return marks, {result["evidence"] for result in results}
 
 
 def not_worse(result: dict) -> bool:

@@ -1,6 +1,11 @@
-"""Two helpers that keep the report fast over thousands of runs without changing a value: a lookup of a frame's rows
-by key (one groupby, not one boolean mask over the whole frame per lookup), and text columns as plain objects (a
-group's slice of an Arrow-backed column is a pyarrow call per column and group)."""
+"""Helpers that keep the report fast over thousands of runs without changing a value: a lookup of a frame's rows by
+key (one groupby, not one boolean mask over the whole frame per lookup), groups as positions into plain arrays (a
+group's values are then array slices, not a DataFrame per group), text columns as plain objects (a group's slice of
+an Arrow-backed column is a pyarrow call per column and group), and pandas' mode and median on such arrays."""
+import collections
+import math
+
+import numpy as np
 import pandas as pd
 
 
@@ -18,8 +23,49 @@ def rows_by(frame, keys):
     return lookup
 
 
+def first_rows(frame, keys):
+    """key → the first row of `frame` with exactly those values of `keys` as a dict of its cells, typed as
+    frame.iloc[i] gives them (numpy scalars), or None: what rows_by(frame, keys)(key).iloc[0] reads, without a frame
+    per lookup. A key holding a NaN matches nothing."""
+    arrays = {c: frame[c].to_numpy() for c in frame.columns}
+    first: dict = {}
+    for i, key in enumerate(zip(*(arrays[k] for k in keys))):
+        first.setdefault(key, i)
+
+    def lookup(values: tuple):
+        i = None if any(pd.isna(v) for v in values) else first.get(tuple(values))
+        return None if i is None else {c: a[i] for c, a in arrays.items()}
+
+    return lookup
+
+
 def plain(frame):
     """The frame with its text columns as plain Python objects: a group's slice of an Arrow-backed string column costs
     a pyarrow call per column and group, which thousands of groups add up to seconds. The values do not change."""
     text = [c for c in frame.columns if pd.api.types.is_string_dtype(frame[c].dtype) and frame[c].dtype != object]
     return frame.astype({c: object for c in text}) if text else frame
+
+
+def groups(frame, keys):
+    """(key, positions) per group of `frame` by `keys`, in groupby's sorted order (missing values kept as a key), each
+    group's positions in frame order: a group's values are then plain array slices."""
+    codes = frame.groupby(keys, sort=True, dropna=False).ngroup().to_numpy()
+    order = np.argsort(codes, kind="stable")
+    starts = np.flatnonzero(np.diff(codes[order], prepend=-1))
+    values = [frame[k].to_numpy() for k in keys]
+    for at in np.split(order, starts[1:]) if len(order) else []:
+        yield tuple(v[at[0]] for v in values), at
+
+
+def mode(values):
+    """The most frequent value, the smallest of those tied (pandas' mode(), first)."""
+    counts = collections.Counter(v for v in values if not pd.isna(v))
+    top = max(counts.values())
+    return min(v for v, c in counts.items() if c == top)
+
+
+def median(values):
+    """The median of the values present (Series.median), NaN when none is."""
+    values = np.asarray(values, dtype=float)
+    values = values[~np.isnan(values)]
+    return np.median(values) if len(values) else np.float64(math.nan)

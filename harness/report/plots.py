@@ -4,7 +4,9 @@
 - parameter budget: headline metric vs trainable parameters without the head (log10 axis), one line per method;
 - learning curves: headline metric vs epoch (metrics.per_epoch), one line per configuration; past FACET_OVER (12)
   configurations one panel per method (shared y axis), a method with more than PANEL_LINES split by its variant less
-  the size (LoRA {q} init=kaiming: a line per r), and a panel still over PANEL_LINES shows its best PANEL_LINES.
+  the size (LoRA {q} init=kaiming: a line per r), a panel still over PANEL_LINES shows its best PANEL_LINES, and a
+  figure of more than MAX_PANELS (12) panels shows the best MAX_PANELS (a sweep of thousands of runs: drawing every
+  panel costs seconds per figure, and a page of forty small panels is read by no one; the tables list them all).
 
 Lines are the median over seeds, bands the min–max over seeds, each line its own colour and marker. Baseline runs
 (layouts.baseline_label: trained nothing) are left out: they have no curve, rank or trained parameters to plot.
@@ -68,7 +70,7 @@ def _band(ax, points, label):
 STYLE_CYCLE = (cycler(color=list(matplotlib.colormaps["tab10"].colors) * 2)
                + cycler(marker=["o", "s", "^", "D", "v", "P", "X", "*", "<", ">",
                                 "h", "p", "d", "8", "H", "1", "2", "3", "4", "+"]))
-FACET_OVER, PANEL_LINES = 12, 8
+FACET_OVER, PANEL_LINES, MAX_PANELS = 12, 8, 12
 
 
 def _legend(ax, title):
@@ -206,12 +208,22 @@ def _facets(panels, title, ylabel):
     return fig
 
 
+def _best_panels(panels):
+    """At most MAX_PANELS of `panels`: those whose best line reaches the highest median epoch, in their order."""
+    best = lambda name: -max(median(v) for points in panels[name].values() for v in points.values())  # noqa: E731
+    kept = set(sorted(panels, key=best)[:MAX_PANELS])
+    return {name: lines for name, lines in panels.items() if name in kept}
+
+
 def learning_curves(sub, title):
     curves = _curves(sub)
     if not curves:
         return None, "needs metrics.per_epoch with the headline metric at two or more epochs"
     if len(curves) > FACET_OVER:
-        return _facets(_panels(curves), f"{title}, {len(curves)} configurations", _ylabel(sub)), None
+        panels = _panels(curves)
+        shown = _best_panels(panels)
+        more = f" (the best {len(shown)} of {len(panels)} panels)" if len(shown) < len(panels) else ""
+        return _facets(shown, f"{title}, {len(curves)} configurations{more}", _ylabel(sub)), None
     fig, ax = _figure(f"Learning curves: {title}", "epoch", _ylabel(sub))
     shown = [len({k[i] for k in curves}) > 1 for i in range(3)]
     for (model, method, variant), points in sorted(curves.items(), key=_table_order):

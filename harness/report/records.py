@@ -102,7 +102,16 @@ def is_zero_shot(row) -> bool:
 
 
 def zero_shot_mask(frame) -> pd.Series:
-    return pd.Series([is_zero_shot(row) for _, row in frame.iterrows()], index=frame.index, dtype=bool)
+    """is_zero_shot for every row of a runs frame, read from its three columns (not a Series per row)."""
+    rows = [dict(zip(ZERO_SHOT_KEYS, values)) for values in zip(*(_values(frame, k) for k in ZERO_SHOT_KEYS))]
+    return pd.Series([is_zero_shot(row) for row in rows], index=frame.index, dtype=bool)
+
+
+ZERO_SHOT_KEYS = ("zero_shot", "config.trainer.epochs", "config.trainer.max_steps")
+
+
+def _values(frame, column) -> list:
+    return frame[column].tolist() if column in frame else [None] * len(frame)
 
 
 def add_varying_settings(frame):

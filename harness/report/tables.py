@@ -8,11 +8,12 @@ each task's `report` block (harness/report/facts.py); method names and row order
 """
 import math
 
+import numpy as np
 import pandas as pd
 
 from harness import catalog, stats
 from harness.report import evidence, layouts
-from harness.report.frames import plain, rows_by
+from harness.report.frames import first_rows, groups, median, mode, plain, rows_by
 
 # One row of a table = one configuration; the task is the column.
 ROW_KEY = ["task_family", "model", "method", "variant", "train_samples"]
@@ -56,33 +57,39 @@ def aggregate(runs):
     interval of the mean (low, high; empty for n=1) and n over seeds."""
     done = completed_runs(runs)
     metric_cols = sorted(c for c in done.columns if c.startswith("metrics.best."))
-    done = plain(done[[c for c in done.columns if c in AGGREGATED or c in metric_cols]])   # fast group slices
+    done = done[[c for c in done.columns if c in AGGREGATED or c in metric_cols]]
+    columns = {c: done[c].to_numpy() for c in done.columns if c not in metric_cols}
+    metrics = {c[len("metrics.best."):]: done[c].astype(float).to_numpy() for c in metric_cols}
     rows = []
-    for key, group in done.groupby(GROUP_KEY, sort=True, dropna=False):
-        headline = group["headline"].mode().iloc[0]
-        for col in metric_cols:
-            values = group[col].dropna().astype(float)
-            if values.empty:
-                continue
-            metric = col[len("metrics.best."):]
-            seeds = sorted(group.loc[values.index, "seed"].tolist())
-            interval = _interval(group.loc[values.index], values, metric)
-            rows.append(dict(zip(GROUP_KEY, key), metric=metric, headline=metric == headline,
-                             median=values.median(), mean=values.mean(), std=values.std(ddof=1), min=values.min(),
-                             max=values.max(), low=interval["low"], high=interval["high"],
-                             interval=interval["kind"], n=len(values),
-                             seeds=",".join(str(s) for s in seeds),
-                             repeated_seeds=len(set(seeds)) < len(seeds),
-                             flagged=int((group.loc[values.index, "flags"] != "").sum()),
-                             params_no_head=group["params.trainable_no_head"].median(),
-                             eval_samples=",".join(sorted(set(group["eval_samples"]))),
-                             variant_size=group["variant_size"].iloc[0], targets=group["targets"].iloc[0],
-                             baseline=layouts.baseline_label(group.iloc[0]) or ""))
+    for key, at in groups(done, GROUP_KEY):
+        group = {c: values[at] for c, values in columns.items()}
+        first = {c: values[0] for c, values in group.items()}
+        shared = dict(zip(GROUP_KEY, key), params_no_head=median(group["params.trainable_no_head"]),
+                      eval_samples=",".join(sorted(set(group["eval_samples"]))), variant_size=first["variant_size"],
+                      targets=first["targets"], baseline=layouts.baseline_label(first) or "")
+        headline = mode(group["headline"])
+        for metric, values in metrics.items():
+            present = ~np.isnan(values[at])
+            if present.any():
+                rows.append(_cell_stats(shared, metric, metric == headline, values[at][present],
+                                        {c: v[present] for c, v in group.items()}))
     columns = GROUP_KEY + ["metric", "headline", "median", "mean", "std", "min", "max", "low", "high", "interval", "n",
                            "seeds", "repeated_seeds", "flagged", "params_no_head", "eval_samples", "variant_size",
                            "targets", "baseline"]
     agg = pd.DataFrame(rows, columns=columns)
     return sort_configs(agg, ["task", "metric"])
+
+
+def _cell_stats(shared, metric, headline, values, runs):
+    """One aggregate row: `values` the cell's scores on `metric` (NaN left out), `runs` its runs' columns with them."""
+    seeds = sorted(runs["seed"].tolist())
+    interval = _interval(runs, values, metric)
+    n = len(values)
+    return dict(shared, metric=metric, headline=headline, median=np.median(values), mean=np.mean(values),
+                std=np.std(values, ddof=1) if n > 1 else math.nan, min=values.min(), max=values.max(),
+                low=interval["low"], high=interval["high"], interval=interval["kind"], n=n,
+                seeds=",".join(str(s) for s in seeds), repeated_seeds=len(set(seeds)) < len(seeds),
+                flagged=int((runs["flags"] != "").sum()))
 
 
 def _interval(runs, values, metric) -> dict:
@@ -91,7 +98,7 @@ def _interval(runs, values, metric) -> dict:
     if len(values) > 1:
         found = stats.seed_interval(values.tolist())
         return {"low": found["low"], "high": found["high"], "kind": "seeds"}
-    run = runs.iloc[0]
+    run = {c: v[0] for c, v in runs.items()}
     if run.get("metrics.interval.metric") == metric and pd.notna(run.get("metrics.interval.low")):
         return {"low": run["metrics.interval.low"], "high": run["metrics.interval.high"], "kind": "examples"}
     return {"low": math.nan, "high": math.nan, "kind": ""}
@@ -168,25 +175,26 @@ def build_table(agg, spec, done=None):
     """The grid for one spec: one row per configuration, medians ×scale with ± std, Avg, notes; bold by evidence
     (harness/report/evidence.py) when `done` (the completed runs) is given, else the column's best value."""
     sub = plain(spec_rows(agg, spec))
-    configs, by_config, by_cell = sub.drop_duplicates(ROW_KEY), rows_by(sub, ROW_KEY), rows_by(sub, CELL_KEY)
+    by_cell, params = first_rows(sub, CELL_KEY), {key: median(sub["params_no_head"].to_numpy()[at])
+                                                  for key, at in groups(sub, ROW_KEY)}
     several_sizes = layouts.trained_rows(sub)["train_samples"].nunique() > 1
     header = ["Model", "Method", "Size", "# Params"] + [label for label, _, _ in spec["columns"]]
     header += ["Avg"] if spec["avg"] else []
     values, rows, missing, members = [], [], [], []
-    for _, conf in configs.iterrows():
-        mine = by_config(tuple(conf[ROW_KEY]))
-        params = 0 if conf.get("baseline") else mine["params_no_head"].median()   # zero-shot: nothing trained
+    for conf in sub.drop_duplicates(ROW_KEY).to_dict("records"):
+        key = tuple(conf[k] for k in ROW_KEY)
+        # zero-shot: nothing trained; a key holding a NaN matches no run
+        mine = np.float64(math.nan) if any(pd.isna(v) for v in key) else params[key]
         row = [cell(conf["model"]), _method_or_baseline(conf), layouts.size_cell(conf, several_sizes),
-               cell(fmt_params(params))]
+               cell(fmt_params(0 if conf.get("baseline") else mine))]
         row_values = []
         for label, task, metric in spec["columns"]:
-            hit = by_cell((*conf[ROW_KEY], task, metric))
-            if hit.empty:
+            hit = by_cell((*key, task, metric))
+            if hit is None:
                 missing.append(f"{conf['model']} / {conf['method']} {conf['variant']}".strip()
                                + f": no completed run for {label}")
             row.append(_value_cell(hit, metric))
-            row_values.append(None if hit.empty else round(hit.iloc[0]["median"] * scale_of(metric)[0],
-                                                           scale_of(metric)[1]))
+            row_values.append(None if hit is None else round(hit["median"] * scale_of(metric)[0], scale_of(metric)[1]))
         if spec["avg"]:
             row.append(_avg_cell(row_values))
             row_values.append(round(sum(row_values) / len(row_values), 1) if None not in row_values else None)
@@ -202,12 +210,12 @@ def interval_table(agg, spec):
     """The companion of a paper table: per cell the mean over seeds and its 95 % t interval (n ≥ 2), ×scale."""
     sub = plain(spec_rows(agg, spec))
     header = ["Model", "Method", "Size"] + [label for label, _, _ in spec["columns"]]
-    rows, by_cell = [], rows_by(sub, CELL_KEY)
-    for _, conf in sub.drop_duplicates(ROW_KEY).iterrows():
+    rows, by_cell = [], first_rows(sub, CELL_KEY)
+    for conf in sub.drop_duplicates(ROW_KEY).to_dict("records"):
         row = [cell(conf["model"]), _method_or_baseline(conf), layouts.size_cell(conf, False)]
         for _, task, metric in spec["columns"]:
-            hit = by_cell((*conf[ROW_KEY], task, metric))
-            row.append(cell(_interval_text(hit.iloc[0], metric) if not hit.empty else "–"))
+            hit = by_cell((*(conf[k] for k in ROW_KEY), task, metric))
+            row.append(cell(_interval_text(hit, metric) if hit is not None else "–"))
         rows.append(row)
     notes = ["Mean over seeds [95 % Student t interval of the mean, n − 1 degrees of freedom]; n = 1: the run's own 95 % "
              "bootstrap interval over the evaluation examples, marked `examples`, where the run recorded one (else the "
@@ -227,10 +235,9 @@ def _interval_text(h, metric):
     return f"{mean} [{fmt_num(h['low'] * factor, digits)}, {fmt_num(h['high'] * factor, digits)}] (n={h['n']}{over})"
 
 
-def _value_cell(hit, metric):
-    if hit.empty:
+def _value_cell(h, metric):
+    if h is None:
         return cell("–")
-    h = hit.iloc[0]
     factor, digits = scale_of(metric)
     std = None if pd.isna(h["std"]) else fmt_num(h["std"] * factor, digits)
     return cell(fmt_num(h["median"] * factor, digits), std=std, sup="!" if h["flagged"] else None)
@@ -245,27 +252,17 @@ def _avg_cell(row_values):
 def _bold(rows, values, spec, members, done, first=4):
     """Per column: the best value, and every value not significantly worse than it on paired evidence; returns the
     kinds of evidence used. Without the runs (or for Avg) only the best value is bold."""
-    used = set()
     columns = {*GROUP_KEY, "seed", "source", *(f"metrics.best.{metric}" for _, _, metric in spec["columns"])}
     by_cell = rows_by(plain(done[[c for c in done.columns if c in columns]]), GROUP_KEY) if done is not None else None
+    tested = [spec["columns"][j][1:] if done is not None and j < len(spec["columns"]) else None
+              for j in range(len(values[0]) if values else 0)]
 
-    def cell_runs(conf, task):   # the completed runs behind one cell: configuration `conf` on `task`
-        return by_cell((*(conf[k] for k in ROW_KEY), task))
+    def cell_runs(i, task):   # the completed runs behind one cell: row i's configuration on `task`
+        return by_cell((*(members[i][k] for k in ROW_KEY), task))
 
-    for j in range(len(values[0]) if values else 0):
-        column = [(i, v[j]) for i, v in enumerate(values) if v[j] is not None]
-        if not column:
-            continue
-        best_i, best = max(column, key=lambda iv: iv[1])
-        tested = done is not None and j < len(spec["columns"])
-        for i, v in column:
-            if v == best or i == best_i:
-                rows[i][first + j]["bold"] = True
-            elif tested:
-                _, task, metric = spec["columns"][j]
-                result = evidence.compare(cell_runs(members[i], task), cell_runs(members[best_i], task), metric)
-                used.add(result["evidence"])
-                rows[i][first + j]["bold"] = evidence.not_worse(result)
+    marks, used = evidence.bold_marks(values, tested, cell_runs)
+    for i, j in marks:
+        rows[i][first + j]["bold"] = True
     return used
 
 
