@@ -166,7 +166,9 @@ class RunCounts:
             found = [block @ onehot for block in _resampled(make, len(labels), resamples, at)]
             return np.concatenate(found).reshape(resamples, len(runs), k * k)
 
-        self.drawn, self.moved = per_run(_weights, seed), per_run(_swaps, seed + 1)
+        # a resample's counts of a run are its own: each run's metric under every resample, once
+        self.drawn = confusion(per_run(_weights, seed).astype(np.float64).reshape(resamples, len(runs), k, k), classes)
+        self.moved = per_run(_swaps, seed + 1)
 
     def _diffs(self, counts: np.ndarray) -> np.ndarray:
         """(resamples, 2, seeds, k·k) counts of A then B → per resample the seed-mean of metric(A) − metric(B)."""
@@ -176,7 +178,7 @@ class RunCounts:
 
     def bootstrap(self, ia: list[int], ib: list[int]) -> np.ndarray:
         """Per resample, the seed-mean difference of A's runs `ia` and B's `ib` (positions in `runs`, by seed)."""
-        return self._diffs(self.drawn[:, ia + ib].astype(np.float64).reshape(len(self.drawn), 2, len(ia), -1))
+        return np.mean(self.drawn[:, ia] - self.drawn[:, ib], axis=1)
 
     def swapped(self, ia: list[int], ib: list[int]) -> np.ndarray:
         """Per swap mask (an example's A and B predictions exchanged where it is 1), the seed-mean difference over all

@@ -154,3 +154,22 @@ def test_paired_difference_from_confusion_counts_equals_the_loop_bit_for_bit(met
         fast = stats.paired_difference(glue.FAST[metric], a, b, labels, resamples=150, seed=trial,
                                        confusion=glue.CONFUSION[metric])
         assert fast == loop
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1", "matthews_corr"])
+def test_many_pairs_at_once_equal_each_pair_alone_bit_for_bit(metric):
+    """The report compares many cells at once (stats.paired_differences: runs shared between pairs, each run's counts
+    from one float32 matrix product for all runs): every pair's numbers equal the per-resample loop's for that pair
+    alone, bit for bit, constant predictions and a run compared with itself included."""
+    rng = np.random.default_rng(11)
+    n, k = 90, 3
+    labels = rng.integers(0, k, n)
+    runs = [np.where(rng.random(n) < rate, labels, rng.integers(0, k, n)) for rate in (0.9, 0.8, 0.7, 0.6, 0.5)]
+    runs.append(np.zeros(n, dtype=int))
+    pairs = [([0, 1], [2, 3]), ([4], [0]), ([2, 3], [0, 1]), ([5, 4], [1, 0]), ([0], [0])]
+    found = stats.paired_differences(glue.FAST[metric], glue.CONFUSION[metric], runs, pairs, labels, resamples=120,
+                                     seed=2)
+    for (ia, ib), result in zip(pairs, found):
+        loop = stats.paired_difference(glue.FAST[metric], [runs[i] for i in ia], [runs[i] for i in ib], labels,
+                                       resamples=120, seed=2)
+        assert result == loop

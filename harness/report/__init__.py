@@ -16,6 +16,7 @@ run.json is the source of truth (one per training run). A record that is not val
 tables need, is listed under "Unreadable records", never dropped silently. Exit status: 0, or 2 when nothing was found.
 """
 import argparse
+import gc
 import json
 import sys
 from pathlib import Path
@@ -54,8 +55,13 @@ def _write(path, text):
 
 
 def _csv(frame):
-    cells = frame.map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict, tuple)) else v)
-    return cells.to_csv(index=False, lineterminator="\n")
+    """The frame as CSV, a list or dict in a cell as JSON. Only columns of Python objects can hold one: columns of
+    numbers, booleans or text are written as they are (mapping them cell by cell changes nothing, at a cost)."""
+    typed = [c for c in frame.columns if frame[c].dtype.kind in "fiub" or pd.api.types.is_string_dtype(frame[c].dtype)
+             and frame[c].dtype != object]
+    cells = frame.drop(columns=typed).map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict, tuple))
+                                          else v)
+    return pd.concat([frame[typed], cells], axis=1)[frame.columns].to_csv(index=False, lineterminator="\n")
 
 
 def write_tables(grids, out, formats):
@@ -179,7 +185,11 @@ def main(argv=None):
     if runs.empty and not problems and not latency:
         print(f"harness-report: no run.json found under {' '.join(args.paths)}", file=sys.stderr)
         return 2
-    write_report(runs, problems, unmatched, args.out, formats, benches=benches, latency=latency,
-                 analysis=not args.no_analysis)
+    gc.freeze()   # the runs' objects live to the end: the cycle collector's full passes need not walk them each time
+    try:
+        write_report(runs, problems, unmatched, args.out, formats, benches=benches, latency=latency,
+                     analysis=not args.no_analysis)
+    finally:
+        gc.unfreeze()
     print(f"{len(runs)} runs, {len(problems)} unreadable; report in {Path(args.out) / 'README.md'}")
     return 0

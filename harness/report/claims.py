@@ -72,7 +72,7 @@ def verdict(test: str, low: float, high: float, margin: float, lower: bool = Fal
 def _select(done: pd.DataFrame, side: dict) -> pd.DataFrame:
     """The completed runs matching one side's selector (see claims.yaml)."""
     methods = side["method"] if isinstance(side["method"], list) else [side["method"]]
-    mask = done["method"].isin(methods) & ~zero_shot_mask(done)
+    mask = done["method"].isin(methods) & ~(done[ZERO_SHOT] if ZERO_SHOT in done else zero_shot_mask(done))
     if "targets" in side:
         mask &= done["targets"] == str(side["targets"])
     if "r" in side:
@@ -202,12 +202,14 @@ def evaluate_latency(claim: dict, benches: list[dict]) -> list[dict]:
 # are narrowed to them first, so that grouping thousands of runs does not slice hundreds of other columns.
 READ = {*GROUP, "variant", "variant_size", "method", "targets", "headline", "seed", "source", "zero_shot",
         "config.trainer.epochs", "config.trainer.max_steps"}   # and every metrics.* and config.method.* column
+ZERO_SHOT = "_zero_shot"   # records.zero_shot_mask of the runs, read once for every claim's selectors
 
 
 def scorecard(done: pd.DataFrame, benches: list[dict] = (), path: str = str(CLAIMS)) -> pd.DataFrame:
     """Every claim's rows (a `not run` row for a claim without evidence here), in claims.yaml's order."""
     rows = []
     done = plain(done[[c for c in done.columns if c in READ or c.startswith(("metrics.", "config.method."))]])
+    done = done.assign(**{ZERO_SHOT: zero_shot_mask(done)})
     for claim in (c for c in load(path) if listed(c, done, path)):
         found = evaluate_latency(claim, list(benches)) if "latency" in claim else evaluate_runs(claim, done)
         rows += found or [{"claim": f"{claim['id']}: {claim['claim']}", "source": claim["source"],

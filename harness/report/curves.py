@@ -51,12 +51,13 @@ def early_loss(row_a, row_b, spec: dict) -> tuple[float, float] | None:
 
 
 MEASURES = {"steps_to_loss": steps_to_loss, "early_loss": early_loss}
+CURVE = ["metrics.loss_curve.step", "metrics.loss_curve.loss", "metrics.train_loss_end"]   # what the measures read
 
 
 def compare(runs_a, runs_b, spec: dict) -> dict:
     """A relative to B in % on the measure `spec["name"]`, over the seeds both ran (evidence.seed_evidence: mean,
     Student t interval, sign-flip p)."""
-    a, b = evidence.by_seed(runs_a), evidence.by_seed(runs_b)
+    a, b = evidence.by_seed(runs_a, CURVE), evidence.by_seed(runs_b, CURVE)
     per_seed = []
     for seed in sorted(set(a) & set(b)):
         values = MEASURES[spec["name"]](a[seed], b[seed], spec)

@@ -18,21 +18,24 @@ import gzip
 import json
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from harness import stats
 from harness.metrics import glue as glue_metrics
+from harness.report.frames import records
 
 PREDICTIONS = "predictions.jsonl.gz"
 LEVEL = 0.05   # a cell is "significantly worse" than the column's best at p < LEVEL
 BATCH_PAIRS = 256   # comparisons computed together: their runs' resampled counts are held at once
 # What one report has read and compared (forget() drops it): predictions by run.json path, results by pair.
 _SEEN: dict = {"rows": {}, "results": {}, "shared": {}}
-# The harness's own lines (harness/runner.py: json.dumps of {"id", "label", "prediction", ...}): id, label and
-# prediction as one match per line, read without parsing the rest (the scores); other shapes go through json.
-_LINE = re.compile(rb'\{"id": ([^,]*, "label": [^,]*, "prediction": [^,}]*)')
+# The harness's own lines (harness/runner.py: json.dumps of {"id", "label", "prediction", ...}) with integer values:
+# id, label and prediction as one match per line, read without parsing the rest (the scores); other lines: json.
+_LINE = re.compile(rb'\{"id": (-?\d+, "label": -?\d+, "prediction": -?\d+)[,}]')
+_KEYS = b'" :abcdeilnoprt'   # what _LINE's matches hold besides the numbers and commas: the two keys
 
 
 def forget() -> None:
@@ -56,16 +59,19 @@ def _rows(source: str) -> tuple | None:
 
 
 def _parse(text: bytes) -> tuple:
-    """(ids as a hashable key, labels, predictions) of a predictions.jsonl: integer ids, labels and predictions in
-    the harness's line shape straight from the bytes; anything else (strings, floats, other shapes) as JSON."""
+    """(ids as a hashable key, labels, predictions) of a predictions.jsonl: straight from the bytes when every line
+    is of the harness's shape with integer id, label and prediction (classification); else as JSON."""
     found = _LINE.findall(text)
-    numbers = b", ".join(found).replace(b'"label": ', b"").replace(b'"prediction": ', b"")
-    if found and len(found) == text.count(b"\n") and not numbers.translate(None, b"0123456789-, "):
-        try:
-            triples = np.array(numbers.split(b", "), dtype=np.int64).reshape(-1, 3)
+    if found and len(found) == text.count(b"\n"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")   # numpy warns (and reads on) where text is not a number: read as JSON
+            try:
+                triples = np.fromstring(b",".join(found).translate(None, _KEYS), dtype=np.int64, sep=",")
+            except (ValueError, DeprecationWarning):
+                triples = np.zeros(0, dtype=np.int64)
+        if len(triples) == 3 * len(found):
+            triples = triples.reshape(-1, 3)
             return ("int", triples[:, 0].tobytes()), triples[:, 1].copy(), triples[:, 2].copy()
-        except ValueError:   # not integers after all ("1-2", an empty value): read it as JSON
-            pass
     rows = json.loads("[" + ",".join(line for line in text.decode("utf-8").splitlines() if line.strip()) + "]")
     ids = [r["id"] for r in rows]
     key = ("int", np.array(ids, dtype=np.int64).tobytes()) if all(type(i) is int for i in ids) else tuple(ids)
@@ -74,11 +80,8 @@ def _parse(text: bytes) -> tuple:
 
 def by_seed(runs, columns=None) -> dict:
     """seed → the run's row as a dict of `columns` (default: all) with its seed and source (the latest record of a
-    seed if a cell holds several); read column by column, not as a Series (or a frame's dicts) per row."""
-    names = list(runs.columns) if columns is None else ["seed", "source", *columns]
-    values = [runs[c].tolist() if c in runs else [None] * len(runs) for c in names]
-    rows = (dict(zip(names, row)) for row in zip(*values))
-    return {row["seed"]: row for row in rows}
+    seed if a cell holds several)."""
+    return {row["seed"]: row for row in records(runs, None if columns is None else ["seed", "source", *columns])}
 
 
 def compare(runs_a, runs_b, metric: str, seed: int = 0) -> dict:

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from harness import catalog
+from harness.report.frames import records
 from harness.report.layouts import LORA_METHODS, baseline_label
 from harness.report.tables import completed_runs, scale_of
 
@@ -34,9 +35,15 @@ PNG_META = {"Software": None}
 PDF_META = {"CreationDate": None, "ModDate": None}
 
 
+# The runs-frame columns the plots read (besides the metrics.best.* they score with).
+PLOTTED = ("model", "task", "method", "variant", "targets", "headline", "params.trainable_no_head", "config.method.r",
+           "config.method.budget", "config.trainer.epochs", "config.trainer.max_steps", "metrics.per_epoch")
+
+
 def _scores(runs):
     """Completed runs with `score`: the best-epoch headline metric on the paper's scale (×100 for accuracies)."""
     done = completed_runs(runs)
+    done = done[[c for c in done.columns if c in PLOTTED or c.startswith("metrics.best.")]]
     done = done[[baseline_label(row) is None for row in _rows(done, ["config.trainer.epochs", "config.trainer.max_steps",
                                                                      "method"])]].copy()
     done["score"] = [row.get(f"metrics.best.{row['headline']}", math.nan) * scale_of(row["headline"])[0]
@@ -46,7 +53,7 @@ def _scores(runs):
 
 def _rows(frame, columns):
     """The frame's rows as dicts of `columns` (those present): what iterrows gives, without a Series per row."""
-    return frame[[c for c in columns if c in frame.columns]].to_dict("records")
+    return records(frame, [c for c in columns if c in frame.columns])
 
 
 def _label(parts, shown):
@@ -135,12 +142,12 @@ def param_budget(sub, title):
 def _curves(sub):
     """(model, method, variant) → {epoch: [scores over seeds]}, for configurations with two or more epochs."""
     curves = {}
-    for _, run in sub.iterrows():
-        metric, factor = run["headline"], scale_of(run["headline"])[0]
-        for epoch in run["metrics.per_epoch"] if isinstance(run["metrics.per_epoch"], list) else []:
+    for metric, per_epoch, *key in zip(*(sub[c].tolist() for c in ("headline", "metrics.per_epoch", "model", "method",
+                                                                     "variant"))):
+        factor = scale_of(metric)[0]
+        for epoch in per_epoch if isinstance(per_epoch, list) else []:
             if epoch.get(metric) is not None and epoch.get("epoch") is not None:
-                key = (run["model"], run["method"], run["variant"])
-                curves.setdefault(key, {}).setdefault(epoch["epoch"], []).append(epoch[metric] * factor)
+                curves.setdefault(tuple(key), {}).setdefault(epoch["epoch"], []).append(epoch[metric] * factor)
     return {k: v for k, v in curves.items() if len(v) >= 2}
 
 

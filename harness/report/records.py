@@ -12,6 +12,7 @@ import pandas as pd
 
 from harness import results
 from harness.report.facts import method_defaults, size_key, size_param, task_view
+from harness.report.frames import groups, json_text, value_codes
 from harness.train.config import IDENTITY_UNLESS_DEFAULT, SCORE_KEYS
 
 REQUIRED = ("status", "model", "task", "method")
@@ -125,10 +126,13 @@ def add_varying_settings(frame):
         column = f"config.trainer.{key}"
         if column in frame:
             frame[column] = [default if pd.isna(v) else v for v in frame[column]]
-    done = frame[frame["status"] == "completed"]
+    done = frame[frame["status"] == "completed"].assign(_untrained=zero)
     settings = sorted(c for c in frame.columns if c.startswith("config.method."))
     scoring = score_settings(frame)
-    for (method, model, task, untrained), group in done.groupby(["method", "model", "task", zero[done.index]]):
+    values, text, codes = {c: done[c].tolist() for c in settings + scoring}, json_text(), {}
+    for (method, model, task, untrained), at in groups(done, ["method", "model", "task", "_untrained"]):
+        if any(pd.isna(k) for k in (method, model, task)):
+            continue
         # already in the label: the size (budget or the method's size parameter) and the targets; a setting that
         # differs between tasks (a per-task learning rate) splits nothing: each task is its own column; nor does a
         # key that changes no number (results.DISPLAY_KEYS: a label, full FT's save_delta)
@@ -136,8 +140,9 @@ def add_varying_settings(frame):
                                                       *results.DISPLAY_KEYS["method"])}
         candidates = [c for c in settings if c not in shown] + scoring
         defaults = method_defaults(method)
-        as_text = lambda c: _as_run(group[c], defaults).map(lambda v: json.dumps(v, default=str))  # noqa: E731
-        varying = [c for c in candidates if as_text(c).nunique() > 1]
+        varying = [c for c in candidates if _differ(c, at, values, defaults, text, codes, done)]
+        if not varying:
+            continue
         rows = (frame["method"] == method) & (frame["model"] == model) & (frame["task"] == task) & (zero == untrained)
         for column in varying:
             extra = [f"{column.rsplit('.', 1)[1]}={v}" for v in _as_run(frame.loc[rows, column], defaults)]
@@ -151,8 +156,28 @@ def _as_run(values, defaults: dict):
     key = values.name.rsplit(".", 1)[1]
     if not values.name.startswith("config.method.") or key not in defaults:
         return values
-    absent = lambda v: v is None or (isinstance(v, float) and math.isnan(v))  # noqa: E731
-    return values.map(lambda v: defaults[key] if absent(v) else v)
+    return values.map(lambda v: defaults[key] if _absent(v) else v)
+
+
+def _as_run_list(column: str, values: list, defaults: dict) -> list:
+    """_as_run for a column's values as a list."""
+    key = column.rsplit(".", 1)[1]
+    if not column.startswith("config.method.") or key not in defaults:
+        return values
+    return [defaults[key] if _absent(v) else v for v in values]
+
+
+def _differ(column, at, values, defaults, text, codes, done) -> bool:
+    """Whether the runs at positions `at` of `done` ran `column` with more than one value, read as JSON text (1 and
+    1.0 differ): from the column's value codes (_codes) where it has them and no absent value is read as a default,
+    else value by value."""
+    if column not in codes:
+        codes[column] = value_codes(done[column])
+    key, found = column.rsplit(".", 1)[1], codes[column]
+    if found is None or (column.startswith("config.method.") and key in defaults
+                         and any(_absent(values[column][i]) for i in at)):
+        return len({text(v) for v in _as_run_list(column, [values[column][i] for i in at], defaults)}) > 1
+    return bool(found[at].min() != found[at].max())
 
 
 def _subset(value):

@@ -13,7 +13,7 @@ import pandas as pd
 
 from harness import catalog, stats
 from harness.report import evidence, layouts
-from harness.report.frames import first_rows, groups, median, mode, plain, rows_by
+from harness.report.frames import first_rows, groups, median, mode, plain, records, rows_by
 
 # One row of a table = one configuration; the task is the column.
 ROW_KEY = ["task_family", "model", "method", "variant", "train_samples"]
@@ -181,7 +181,7 @@ def build_table(agg, spec, done=None):
     header = ["Model", "Method", "Size", "# Params"] + [label for label, _, _ in spec["columns"]]
     header += ["Avg"] if spec["avg"] else []
     values, rows, missing, members = [], [], [], []
-    for conf in sub.drop_duplicates(ROW_KEY).to_dict("records"):
+    for conf in records(sub.drop_duplicates(ROW_KEY)):
         key = tuple(conf[k] for k in ROW_KEY)
         # zero-shot: nothing trained; a key holding a NaN matches no run
         mine = np.float64(math.nan) if any(pd.isna(v) for v in key) else params[key]
@@ -211,7 +211,7 @@ def interval_table(agg, spec):
     sub = plain(spec_rows(agg, spec))
     header = ["Model", "Method", "Size"] + [label for label, _, _ in spec["columns"]]
     rows, by_cell = [], first_rows(sub, CELL_KEY)
-    for conf in sub.drop_duplicates(ROW_KEY).to_dict("records"):
+    for conf in records(sub.drop_duplicates(ROW_KEY)):
         row = [cell(conf["model"]), _method_or_baseline(conf), layouts.size_cell(conf, False)]
         for _, task, metric in spec["columns"]:
             hit = by_cell((*(conf[k] for k in ROW_KEY), task, metric))
