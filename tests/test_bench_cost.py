@@ -11,7 +11,7 @@ from harness import catalog
 from harness.bench.evaluation import counting, main_eval
 from harness.bench.load import main_load
 from harness.bench.overhead import main_overhead
-from harness.bench.report_scale import variants, write_records
+from harness.bench.report_scale import floor_seconds, variants, write_records
 from harness.bench.startup import main_startup, stages
 from harness.bench.synthetic import write_data
 from harness.results import load_runs
@@ -84,6 +84,11 @@ def test_synthetic_records_have_the_shape_the_report_reads(tmp_path):
     again = write_records(40, REPO / "reports" / "glue_power_cpu" / "records", tmp_path / "again", seed=0)
     first = sorted(p.read_bytes() for p in (tmp_path / "records").rglob("run.json"))
     assert again == made and first == sorted(p.read_bytes() for p in (tmp_path / "again").rglob("run.json"))
+
+    floor = floor_seconds(tmp_path / "records")   # what any report of them pays first: its parts and what each read
+    assert [p["part"] for p in floor] == ["interpreter and imports (a fresh process)", "read and parse 40 run.json",
+                                          "read and parse 40 predictions.jsonl.gz"]
+    assert all(p["cpu_seconds"] >= 0 and p["wall_seconds"] > 0 for p in floor)
 
 
 class _Generates(torch.nn.Module):

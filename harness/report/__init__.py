@@ -7,9 +7,9 @@ Usage:
 
 Writes into --out: README.md (the index: every table, the scorecard, runs not in the tables, unreadable records,
 plots and the plots skipped), one file per table and format (table2_glue.md/.tex/.csv/.html, table3_e2e.*, wikisql.*),
-scorecard.*, aggregate.csv (every metric of every configuration), runs.csv (one flattened row per run), plots/*.png|pdf
-and index.html (with html); when run folders kept LoRA adapters or full FT's ΔW, harness-analyze's tables (analysis_*)
-and heat maps too. The same inputs give byte-identical files: rows are sorted, floats formatted, no dates.
+scorecard.*, aggregate.csv (every metric of every configuration), runs.csv (one flattened row per run),
+plots/*.png|pdf (--plots) and index.html (with html); when run folders kept LoRA adapters or full FT's ΔW,
+harness-analyze's tables (analysis_*) and heat maps too. The same inputs give byte-identical files: rows are sorted, floats formatted, no dates.
 Tables show medians ×100 with 1 decimal (NIST, CIDEr as is); their CSVs keep the scorer's scale (0.912), unrounded.
 
 run.json is the source of truth (one per training run). A record that is not valid JSON, or lacks the fields the
@@ -35,6 +35,7 @@ __all__ = ["main", "write_report", "find_run_files", "load_records", "records_to
            "wandb_records", "wandb_run_to_record"]
 
 FORMATS = ("md", "tex", "csv", "html")
+PLOT_FORMATS = ("png", "pdf")
 CLAIM_NOTES = ["Each of the paper's claims (harness/report/claims.yaml) on the runs of this report: A − B on the "
                "task's headline metric (×100; latency: % over the base model) with its 95 % interval.",
                "Evidence: examples = paired bootstrap interval and approximate-randomization p over evaluation "
@@ -116,17 +117,19 @@ def _claims_table(runs, benches):
     return table
 
 
-def write_report(runs, problems, unmatched, out, formats=FORMATS, benches=(), latency=(), analysis=True):
+def write_report(runs, problems, unmatched, out, formats=FORMATS, benches=(), latency=(), analysis=True,
+                 plot_formats=PLOT_FORMATS):
     """Everything into `out`; returns the index (README.md) text. `benches`: harness-bench latency JSON contents,
-    `latency`: their paths (Table 1 layouts); `analysis`: harness-analyze's section, when runs kept their matrices."""
+    `latency`: their paths (Table 1 layouts); `analysis`: harness-analyze's section, when runs kept their matrices;
+    `plot_formats`: the plots' files (png, pdf; none: no plots)."""
     evidence.forget()   # predictions and comparisons are kept for one report: this one reads its files afresh
     try:
-        return _write_report(runs, problems, unmatched, Path(out), formats, benches, latency, analysis)
+        return _write_report(runs, problems, unmatched, Path(out), formats, benches, latency, analysis, plot_formats)
     finally:
         evidence.forget()
 
 
-def _write_report(runs, problems, unmatched, out, formats, benches, latency, analysis):
+def _write_report(runs, problems, unmatched, out, formats, benches, latency, analysis, plot_formats):
     tasks = tasks_in(runs)
     agg = tables.aggregate(runs) if not runs.empty else pd.DataFrame(columns=tables.GROUP_KEY + ["metric", "headline"])
     card = _claims_table(runs, benches)
@@ -139,7 +142,7 @@ def _write_report(runs, problems, unmatched, out, formats, benches, latency, ana
     write_tables(grids + [score], out, formats)
     _write(out / "aggregate.csv", _csv(agg.drop(columns=["variant_size"], errors="ignore")))
     _write(out / "runs.csv", runs_csv(runs))
-    figures, skipped = plots.make_plots(runs, out / "plots", tasks) if not runs.empty else ([], ["no runs"])
+    figures, skipped = _plots(runs, out, tasks, plot_formats)
     figures += analysis_plots
     side = protocol_check.check_table(runs) + sections.side_sections(
         runs, grids, problems + [(p, "matched no file") for p in unmatched])
@@ -148,6 +151,13 @@ def _write_report(runs, problems, unmatched, out, formats, benches, latency, ana
     if "html" in formats:
         _write(out / "index.html", html_page("Report", _counts(runs), grids + [score] + side, figures, skipped))
     return index
+
+
+def _plots(runs, out, tasks, plot_formats):
+    """(the plot files, the plots not made with why)."""
+    if runs.empty or not plot_formats:
+        return [], ["no runs" if runs.empty else "every plot: none asked for (--plots none)"]
+    return plots.make_plots(runs, out / "plots", tasks, plot_formats)
 
 
 def _counts(runs):
@@ -171,12 +181,16 @@ def main(argv=None):
     parser.add_argument("--out", required=True, help="output folder, e.g. reports/glue_table2")
     parser.add_argument("--wandb", metavar="ENTITY/PROJECT", help="also read the runs of this W&B project")
     parser.add_argument("--formats", default=",".join(FORMATS), help="comma list of md,tex,csv,html")
+    parser.add_argument("--plots", default=",".join(PLOT_FORMATS),
+                        help="comma list of png,pdf, or none (default: png,pdf; index.html embeds the PNGs)")
     parser.add_argument("--no-analysis", action="store_true",
                         help="leave out harness-analyze's section (made when run folders kept LoRA adapters or ΔW)")
     args = parser.parse_args(argv)
     formats = [f for f in args.formats.split(",") if f]
-    if set(formats) - set(FORMATS) or not (args.paths or args.wandb):
-        parser.error(f"give PATH... or --wandb; --formats takes {','.join(FORMATS)}")
+    plot_formats = [f for f in args.plots.split(",") if f not in ("", "none")]
+    if set(formats) - set(FORMATS) or set(plot_formats) - set(PLOT_FORMATS) or not (args.paths or args.wandb):
+        parser.error(f"give PATH... or --wandb; --formats takes {','.join(FORMATS)}; --plots takes "
+                     f"{','.join(PLOT_FORMATS)} or none")
     latency = layouts.latency_files(args.paths)
     benches = [json.loads(p.read_text(encoding="utf-8")) for p in latency]
     runs = load_runs(args.paths, wandb=args.wandb, skip=latency)   # a latency JSON is no run record
@@ -188,7 +202,7 @@ def main(argv=None):
     gc.freeze()   # the runs' objects live to the end: the cycle collector's full passes need not walk them each time
     try:
         write_report(runs, problems, unmatched, args.out, formats, benches=benches, latency=latency,
-                     analysis=not args.no_analysis)
+                     analysis=not args.no_analysis, plot_formats=plot_formats)
     finally:
         gc.unfreeze()
     print(f"{len(runs)} runs, {len(problems)} unreadable; report in {Path(args.out) / 'README.md'}")

@@ -25,7 +25,7 @@ import yaml
 
 from harness import stats
 from harness.report import curves, evidence
-from harness.report.frames import plain
+from harness.report.frames import groups, plain, records
 from harness.report.records import zero_shot_mask
 from harness.report.tables import fmt_num, scale_of
 
@@ -121,14 +121,14 @@ def _test_text(claim: dict) -> str:
         claim["test"]]
 
 
-def _context(runs: pd.DataFrame) -> str:
+def _context(variant: str) -> str:
     """A configuration's other settings: its variant label less the size, budget and targets a claim selects on, so
     that only configurations alike in everything else are compared (init=kaiming with init=kaiming)."""
-    return " ".join(re.sub(r"(^|\s)(r|target_r|l_p|top|budget)=\S+|\{[^}]*\}", " ", runs["variant"].iloc[0]).split())
+    return " ".join(re.sub(r"(^|\s)(r|target_r|l_p|top|budget)=\S+|\{[^}]*\}", " ", variant).split())
 
 
-def _label(runs: pd.DataFrame) -> str:
-    return " ".join(str(p) for p in (runs["method"].iloc[0], runs["variant"].iloc[0]) if p)
+def _label(runs: list[dict]) -> str:
+    return " ".join(str(p) for p in (runs[0]["method"], runs[0]["variant"]) if p)
 
 
 def evaluate_runs(claim: dict, done: pd.DataFrame) -> list[dict]:
@@ -159,14 +159,18 @@ def _pairs(claim: dict, done: pd.DataFrame):
 
 
 def _configurations(claim: dict, runs: pd.DataFrame) -> list[tuple]:
-    """(runs, their sources, what must agree with the other side's) per configuration (variant) of one side, in
-    variant order. Agree: the other settings (_context), and what the claim's `match` names, a report column
-    (variant_size: LoRA's r or AdaLoRA's target_r; targets) or else a method setting (r: compared at equal rank)."""
+    """(runs as dicts (frames.records), their sources, what must agree with the other side's) per configuration
+    (variant) of one side, in variant order. Agree: the other settings (_context), and what the claim's `match` names,
+    a report column (variant_size: LoRA's r or AdaLoRA's target_r; targets) or else a method setting (r: compared at
+    equal rank)."""
+    match = [key if key in runs.columns else f"config.method.{key}" for key in claim.get("match", [])]
+    rows = records(runs, ["seed", "source", "method", "variant", *match, *curves.CURVE,
+                          *(c for c in runs.columns if c.startswith("metrics.best."))])
     out = []
-    for _, config in runs.groupby("variant", sort=True):
-        columns = [key if key in config.columns else f"config.method.{key}" for key in claim.get("match", [])]
-        out.append((config, set(config["source"]),
-                    (_context(config), *(str(_column(config, c).iloc[0]) for c in columns))))
+    for (variant,), at in groups(runs, ["variant"]):
+        config = [rows[i] for i in at]
+        if not pd.isna(variant):
+            out.append((config, {r["source"] for r in config}, (_context(variant), *(str(config[0][c]) for c in match))))
     return out
 
 

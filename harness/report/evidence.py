@@ -50,12 +50,17 @@ def _rows(source: str) -> tuple | None:
     kept = _SEEN["rows"]
     if source not in kept:
         path = Path(source).parent / PREDICTIONS
-        found = _parse(gzip.decompress(path.read_bytes())) if path.is_file() else None
+        found = read_predictions(path) if path.is_file() else None
         if found is not None:
             shared, (ids, labels, preds) = _SEEN["shared"], found
             found = shared.setdefault(ids, ids), shared.setdefault((labels.dtype.str, labels.tobytes()), labels), preds
         kept[source] = found
     return kept[source]
+
+
+def read_predictions(path: Path) -> tuple:
+    """(ids as a hashable key, labels, predictions) of a predictions.jsonl.gz."""
+    return _parse(gzip.decompress(path.read_bytes()))
 
 
 def _parse(text: bytes) -> tuple:
@@ -80,8 +85,9 @@ def _parse(text: bytes) -> tuple:
 
 def by_seed(runs, columns=None) -> dict:
     """seed → the run's row as a dict of `columns` (default: all) with its seed and source (the latest record of a
-    seed if a cell holds several)."""
-    return {row["seed"]: row for row in records(runs, None if columns is None else ["seed", "source", *columns])}
+    seed if a cell holds several). `runs`: a frame, or its rows already as dicts (frames.records)."""
+    rows = runs if isinstance(runs, list) else records(runs, None if columns is None else ["seed", "source", *columns])
+    return {row["seed"]: row for row in rows}
 
 
 def compare(runs_a, runs_b, metric: str, seed: int = 0) -> dict:

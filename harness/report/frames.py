@@ -1,4 +1,4 @@
-"""Helpers that keep the report fast over thousands of runs without changing a value: a lookup of a frame's rows by
+"""Helpers that keep the report fast over thousands of runs without changing a value: lookups of a frame's rows by
 key (one groupby, not one boolean mask over the whole frame per lookup), groups as positions into plain arrays (a
 group's values are then array slices, not a DataFrame per group), rows as dicts read a column at a time, text columns
 as plain objects (a group's slice of an Arrow-backed column is a pyarrow call per column and group), pandas' mode and
@@ -11,24 +11,9 @@ import numpy as np
 import pandas as pd
 
 
-def rows_by(frame, keys):
-    """key → the frame's rows with exactly those values of `keys`, in frame order: one groupby instead of one mask
-    over the whole frame per lookup (a report of thousands of runs makes thousands). A key holding a NaN matches
-    nothing, as `==` would not."""
-    positions = frame.groupby(keys, sort=False, dropna=False).indices if len(frame) else {}
-    empty = frame.iloc[:0]
-
-    def lookup(values: tuple):
-        found = positions.get(values[0] if len(values) == 1 else values)
-        return empty if found is None or any(pd.isna(v) for v in values) else frame.iloc[found]
-
-    return lookup
-
-
 def first_rows(frame, keys):
-    """key → the first row of `frame` with exactly those values of `keys` as a dict of its cells, typed as
-    frame.iloc[i] gives them (numpy scalars), or None: what rows_by(frame, keys)(key).iloc[0] reads, without a frame
-    per lookup. A key holding a NaN matches nothing."""
+    """key → the first row of `frame` (in frame order) with exactly those values of `keys`, as a dict of its cells
+    typed as frame.iloc[i] gives them (numpy scalars), or None. A key holding a NaN matches nothing, as `==` would."""
     arrays = {c: frame[c].to_numpy() for c in frame.columns}
     first: dict = {}
     for i, key in enumerate(zip(*(arrays[k] for k in keys))):
@@ -47,6 +32,20 @@ def records(frame, columns=None) -> list[dict]:
     names = list(frame.columns) if columns is None else list(columns)
     values = [frame[c].tolist() if c in frame else [None] * len(frame) for c in names]
     return [dict(zip(names, row)) for row in zip(*values)] if names else [{} for _ in range(len(frame))]
+
+
+def records_by(frame, keys, columns) -> callable:
+    """key → the frame's rows with exactly those values of `keys`, in frame order, as dicts of `columns` (records),
+    [] for none: one groupby, not a boolean mask over the whole frame per lookup. A key holding a NaN matches
+    nothing."""
+    rows, found = records(frame, columns), {}
+    for key, at in groups(frame, keys):
+        found[key] = [rows[i] for i in at]
+
+    def lookup(values: tuple):
+        return [] if any(pd.isna(v) for v in values) else found.get(tuple(values), [])
+
+    return lookup
 
 
 def plain(frame):

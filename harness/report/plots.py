@@ -1,4 +1,4 @@
-"""The report's figures, one per task and kind, as PNG and PDF:
+"""The report's figures, one per task and kind, as PNG and PDF (harness-report --plots: either, or none):
 
 - rank sweep: headline metric vs LoRA rank r (log2 axis), one line per target set ({q}, {q,v}, {q,k,v,o});
 - parameter budget: headline metric vs trainable parameters without the head (log10 axis), one line per method;
@@ -244,9 +244,9 @@ KINDS = (("rank_sweep", "rank sweep", rank_sweep), ("param_budget", "parameter b
          ("learning_curves", "learning curves", learning_curves))
 
 
-def make_plots(runs, outdir, tasks):
-    """Every plot the runs support, under `outdir`; returns (paths relative to outdir's parent, skipped sentences).
-    `tasks` (task → facts.task_view) gives the order of the tasks and their labels."""
+def make_plots(runs, outdir, tasks, formats=("png", "pdf")):
+    """Every plot the runs support, under `outdir`, in each of `formats` (png, pdf); returns (paths relative to
+    outdir's parent, skipped sentences). `tasks` (task → facts.task_view) gives the order of the tasks and labels."""
     scores = _scores(runs)
     written, skipped = [], []
     with matplotlib.style.context("default"):
@@ -259,7 +259,7 @@ def make_plots(runs, outdir, tasks):
                     continue
                 outdir.mkdir(parents=True, exist_ok=True)
                 fig.tight_layout()
-                for ext, meta in (("png", PNG_META), ("pdf", PDF_META)):
+                for ext, meta in ((ext, {"png": PNG_META, "pdf": PDF_META}[ext]) for ext in formats):
                     fig.savefig(outdir / f"{stem}_{task}.{ext}", dpi=120, metadata=meta)
                     written.append(f"{outdir.name}/{stem}_{task}.{ext}")
     return written, skipped

@@ -13,7 +13,7 @@ import pandas as pd
 
 from harness import catalog, stats
 from harness.report import evidence, layouts
-from harness.report.frames import first_rows, groups, median, mode, plain, records, rows_by
+from harness.report.frames import first_rows, groups, median, mode, plain, records, records_by
 
 # One row of a table = one configuration; the task is the column.
 ROW_KEY = ["task_family", "model", "method", "variant", "train_samples"]
@@ -252,8 +252,8 @@ def _avg_cell(row_values):
 def _bold(rows, values, spec, members, done, first=4):
     """Per column: the best value, and every value not significantly worse than it on paired evidence; returns the
     kinds of evidence used. Without the runs (or for Avg) only the best value is bold."""
-    columns = {*GROUP_KEY, "seed", "source", *(f"metrics.best.{metric}" for _, _, metric in spec["columns"])}
-    by_cell = rows_by(plain(done[[c for c in done.columns if c in columns]]), GROUP_KEY) if done is not None else None
+    columns = ["seed", "source", *dict.fromkeys(f"metrics.best.{metric}" for _, _, metric in spec["columns"])]
+    by_cell = records_by(done, GROUP_KEY, columns) if done is not None else None
     tested = [spec["columns"][j][1:] if done is not None and j < len(spec["columns"]) else None
               for j in range(len(values[0]) if values else 0)]
 
