@@ -25,7 +25,7 @@ import yaml
 
 from harness import stats
 from harness.report import curves, evidence
-from harness.report.frames import groups, plain, records
+from harness.report.frames import groups, mode, plain
 from harness.report.records import zero_shot_mask
 from harness.report.tables import fmt_num, scale_of
 
@@ -69,8 +69,8 @@ def verdict(test: str, low: float, high: float, margin: float, lower: bool = Fal
     return "inconclusive", "interval too wide: it straddles the claim's bound"
 
 
-def _select(done: pd.DataFrame, side: dict) -> pd.DataFrame:
-    """The completed runs matching one side's selector (see claims.yaml)."""
+def _select(done: pd.DataFrame, side: dict) -> np.ndarray:
+    """Which completed runs match one side's selector (see claims.yaml), as a boolean array."""
     methods = side["method"] if isinstance(side["method"], list) else [side["method"]]
     mask = done["method"].isin(methods) & ~(done[ZERO_SHOT] if ZERO_SHOT in done else zero_shot_mask(done))
     if "targets" in side:
@@ -81,25 +81,21 @@ def _select(done: pd.DataFrame, side: dict) -> pd.DataFrame:
         mask &= _column(done, "config.method.init").astype(str) == str(side["init"])
     budget = _column(done, "config.method.budget")
     mask &= budget.notna() if "budget" in side else budget.isna()
-    return done[mask]
+    return mask.to_numpy(dtype=bool)
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
     return frame[name] if name in frame else pd.Series(None, index=frame.index, dtype=object)
 
 
-def _extreme(runs: pd.DataFrame, side: dict, column: str, key: str) -> pd.DataFrame:
-    """Keep the runs at the smallest / largest value of `column` when the side asks for `min` / `max`."""
-    if side.get(key) not in ("min", "max") or runs.empty:
-        return runs
-    values = pd.to_numeric(runs[column], errors="coerce")
-    target = values.min() if side[key] == "min" else values.max()
-    return runs[values == target]
-
-
-def _side_runs(group: pd.DataFrame, side: dict) -> pd.DataFrame:
-    runs = _select(group, side)
-    return _extreme(runs, side, "config.method.budget", "budget")
+def _extreme(at: np.ndarray, side: dict, budgets: np.ndarray) -> np.ndarray:
+    """Keep the runs (positions `at`) at the smallest / largest budget when the side asks for `min` / `max`."""
+    if side.get("budget") not in ("min", "max") or not len(at):
+        return at
+    values = budgets[at]
+    if np.isnan(values).all():
+        return at[:0]
+    return at[values == (np.nanmin(values) if side["budget"] == "min" else np.nanmax(values))]
 
 
 def _row(claim: dict, where: dict, label_a: str, label_b: str, found: dict, metric: str) -> dict:
@@ -131,9 +127,10 @@ def _label(runs: list[dict]) -> str:
     return " ".join(str(p) for p in (runs[0]["method"], runs[0]["variant"]) if p)
 
 
-def evaluate_runs(claim: dict, done: pd.DataFrame) -> list[dict]:
-    """One row per (model, task, training size) and pair of configurations both sides ran; [] when none."""
-    pairs = list(_pairs(claim, done)) if not done.empty else []
+def evaluate_runs(claim: dict, done: pd.DataFrame, runs: Runs | None = None) -> list[dict]:
+    """One row per (model, task, training size) and pair of configurations both sides ran; [] when none. `runs`:
+    `done` read once for every claim (Runs), else read here."""
+    pairs = list(_pairs(claim, done, runs or Runs(done))) if not done.empty else []
     if "measure" in claim:
         found = [curves.compare(runs_a, runs_b, claim["measure"]) for _, runs_a, runs_b, _ in pairs]
     else:   # all of the claim's comparisons at once (evidence.compare_many)
@@ -142,15 +139,41 @@ def evaluate_runs(claim: dict, done: pd.DataFrame) -> list[dict]:
             for (where, runs_a, runs_b, metric), result in zip(pairs, found)]
 
 
-def _pairs(claim: dict, done: pd.DataFrame):
+class Runs:
+    """The completed runs as the claims read them, once for every claim: columns as lists (a run's row is built only
+    when a claim compares it), the (model, task, training size) groups as positions, and the budgets."""
+
+    def __init__(self, done: pd.DataFrame):
+        self.frame, self.lists = done, {}
+        self.names = list(dict.fromkeys(["seed", "source", "method", "variant", *curves.CURVE, *(
+            c for c in done.columns if c.startswith("metrics.best."))]))
+        self.budget = pd.to_numeric(_column(done, "config.method.budget"), errors="coerce").to_numpy(dtype=float)
+        self.groups = [(key, at) for key, at in groups(done, GROUP) if not any(pd.isna(k) for k in key)]
+
+    def values(self, column: str) -> list:
+        if column not in self.lists:
+            frame = self.frame
+            self.lists[column] = frame[column].tolist() if column in frame else [None] * len(frame)
+        return self.lists[column]
+
+    def rows(self, at) -> list[dict]:
+        """The runs at positions `at` as dicts of the columns a comparison reads."""
+        columns = [(c, self.values(c)) for c in self.names]
+        return [{c: values[i] for c, values in columns} for i in at]
+
+
+def _pairs(claim: dict, done: pd.DataFrame, runs: Runs):
     """(where, A's runs, B's runs, headline metric) per (model, task, training size) and pair of configurations."""
-    groups = done if not claim.get("tasks") else done[done["task"].isin(claim["tasks"])]
-    for key, group in groups.groupby(GROUP, sort=True):
+    sides, headline = {side: _select(done, claim[side]) for side in ("a", "b")}, done["headline"].to_numpy()
+    for key, at in runs.groups:
         where = dict(zip(GROUP, key))
-        if "train_samples" in claim["a"] and not _smallest_size(groups, where):
+        if claim.get("tasks") and where["task"] not in claim["tasks"]:
             continue
-        side_a, side_b = (_configurations(claim, _side_runs(group, claim[side])) for side in ("a", "b"))
-        metric = group["headline"].mode().iloc[0]
+        if "train_samples" in claim["a"] and not _smallest_size(done, where):
+            continue
+        side_a, side_b = (_configurations(claim, runs, _extreme(at[sides[s][at]], claim[s], runs.budget))
+                          for s in ("a", "b"))
+        metric = mode(headline[at])
         for runs_a, sources_a, alike_a in side_a:
             for runs_b, sources_b, alike_b in side_b:
                 if sources_a != sources_b and alike_a == alike_b:
@@ -158,19 +181,20 @@ def _pairs(claim: dict, done: pd.DataFrame):
                 # else: the same runs (one budget is `min` and `max`), or other settings differ (init …)
 
 
-def _configurations(claim: dict, runs: pd.DataFrame) -> list[tuple]:
-    """(runs as dicts (frames.records), their sources, what must agree with the other side's) per configuration
-    (variant) of one side, in variant order. Agree: the other settings (_context), and what the claim's `match` names,
-    a report column (variant_size: LoRA's r or AdaLoRA's target_r; targets) or else a method setting (r: compared at
+def _configurations(claim: dict, runs: Runs, at: np.ndarray) -> list[tuple]:
+    """(runs as dicts, their sources, what must agree with the other side's) per configuration (variant) of one side
+    (positions `at`), in variant order. Agree: the other settings (_context), and what the claim's `match` names, a
+    report column (variant_size: LoRA's r or AdaLoRA's target_r; targets) or else a method setting (r: compared at
     equal rank)."""
-    match = [key if key in runs.columns else f"config.method.{key}" for key in claim.get("match", [])]
-    rows = records(runs, ["seed", "source", "method", "variant", *match, *curves.CURVE,
-                          *(c for c in runs.columns if c.startswith("metrics.best."))])
+    match = [key if key in runs.frame.columns else f"config.method.{key}" for key in claim.get("match", [])]
+    by_variant: dict = {}
+    for i in at:
+        by_variant.setdefault(runs.values("variant")[i], []).append(i)
     out = []
-    for (variant,), at in groups(runs, ["variant"]):
-        config = [rows[i] for i in at]
-        if not pd.isna(variant):
-            out.append((config, {r["source"] for r in config}, (_context(variant), *(str(config[0][c]) for c in match))))
+    for variant in sorted(v for v in by_variant if not pd.isna(v)):
+        first, config = by_variant[variant][0], runs.rows(by_variant[variant])
+        out.append((config, {r["source"] for r in config},
+                    (_context(variant), *(str(runs.values(c)[first]) for c in match))))
     return out
 
 
@@ -214,8 +238,9 @@ def scorecard(done: pd.DataFrame, benches: list[dict] = (), path: str = str(CLAI
     rows = []
     done = plain(done[[c for c in done.columns if c in READ or c.startswith(("metrics.", "config.method."))]])
     done = done.assign(**{ZERO_SHOT: zero_shot_mask(done)})
+    runs = Runs(done)
     for claim in (c for c in load(path) if listed(c, done, path)):
-        found = evaluate_latency(claim, list(benches)) if "latency" in claim else evaluate_runs(claim, done)
+        found = evaluate_latency(claim, list(benches)) if "latency" in claim else evaluate_runs(claim, done, runs)
         rows += found or [{"claim": f"{claim['id']}: {claim['claim']}", "source": claim["source"],
                            "paper": claim["paper"], "test": _test_text(claim), "verdict": "not run",
                            "why": "no runs for one of its sides in this report"}]

@@ -22,6 +22,7 @@ from harness import catalog
 from harness.bench.latency import LABELS as LATENCY_LABELS
 # tables as a module, its names looked up at call time: tables may import this module (baseline_label) in turn
 from harness.report import tables
+from harness.report.frames import first_rows, records
 from harness.report.records import TARGET_ORDER, is_zero_shot
 
 # LoRA and its family (methods/lora_family.py): the methods sized by a rank r on weight types
@@ -102,10 +103,11 @@ def _groups(sub, tasks, stem):
 
 
 def _score_cell(hit):
-    """Median ×scale ± std of one aggregate row, '!' when a run in it is flagged; '–' when there is none."""
-    if hit.empty:
+    """Median ×scale ± std of one aggregate row (a frame's first row, or the row as frames.first_rows gives it), '!'
+    when a run in it is flagged; '–' when there is none."""
+    if hit is None or isinstance(hit, pd.DataFrame) and hit.empty:
         return tables.cell("–")
-    h = hit.iloc[0]
+    h = hit.iloc[0] if isinstance(hit, pd.DataFrame) else hit
     factor, digits = tables.scale_of(h["metric"])
     std = None if pd.isna(h["std"]) else tables.fmt_num(h["std"] * factor, digits)
     return tables.cell(tables.fmt_num(h["median"] * factor, digits), std=std, sup="!" if h["flagged"] else None)
@@ -140,13 +142,12 @@ def table6_rank(agg, tasks=None):
         if group.groupby("targets")["variant_size"].nunique().max() < 2:
             continue
         ranks = sorted(set(group["variant_size"].dropna()))
-        rows, missing = [], []
+        rows, missing, at = [], [], first_rows(group, ["targets", "variant_size"])
         for targets in _target_order(group["targets"]):
             row = [tables.cell(_braces(targets))]
             for r in ranks:
-                hit = group[(group["targets"] == targets) & (group["variant_size"] == r)]
-                row.append(_score_cell(hit))
-                missing += [] if len(hit) else [f"{detail}: {_braces(targets)} at r = {r:g}: no completed run"]
+                row.append(_score_cell(at((targets, r))))
+                missing += [] if at((targets, r)) else [f"{detail}: {_braces(targets)} at r = {r:g}: no completed run"]
             rows.append(row)
         axes = ("Rows: the weights LoRA adapts (q, k, v, o: the attention projections Wq, Wk, Wv, Wo); columns: its "
                 "rank r. The paper's Table 6 is this layout for GPT-3 175B on WikiSQL and MultiNLI.")
@@ -181,7 +182,7 @@ def table5_targets(agg, runs, tasks=None):
         if len(columns) < 2:
             continue
         group = group.assign(trained_r=["/".join(f"{r:g}" for r in ranks.get(tuple(g[k] for k in RUN_KEY), []))
-                                        for _, g in group.iterrows()])
+                                        for g in records(group, RUN_KEY)])
         rows, missing = [], []
         for budget, at in group.groupby("variant_size", sort=True):
             hits = [at[at["targets"] == t] for t in columns]
