@@ -58,11 +58,13 @@ def _write(path, text):
 def _csv(frame):
     """The frame as CSV, a list or dict in a cell as JSON. Only columns of Python objects can hold one: columns of
     numbers, booleans or text are written as they are (mapping them cell by cell changes nothing, at a cost)."""
-    typed = [c for c in frame.columns if frame[c].dtype.kind in "fiub" or pd.api.types.is_string_dtype(frame[c].dtype)
-             and frame[c].dtype != object]
-    cells = frame.drop(columns=typed).map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict, tuple))
-                                          else v)
-    return pd.concat([frame[typed], cells], axis=1)[frame.columns].to_csv(index=False, lineterminator="\n")
+    objects = [c for c, t in frame.dtypes.items() if not (t.kind in "fiub" or pd.api.types.is_string_dtype(t)
+                                                           and t != object)]
+    cells, out = frame[objects].map(lambda v: json.dumps(v, sort_keys=True) if isinstance(v, (list, dict, tuple))
+                                    else v), frame.copy(deep=False)
+    for column in objects:
+        out[column] = cells[column]
+    return out.to_csv(index=False, lineterminator="\n")
 
 
 def write_tables(grids, out, formats):
