@@ -25,7 +25,7 @@ import yaml
 
 from harness import stats
 from harness.report import curves, evidence
-from harness.report.frames import groups, mode, plain
+from harness.report.frames import groups, mode, plain, records
 from harness.report.records import zero_shot_mask
 from harness.report.tables import fmt_num, scale_of
 
@@ -253,8 +253,9 @@ def display(card: pd.DataFrame) -> pd.DataFrame:
     card = card[card["verdict"] != "not run"]
     out = pd.DataFrame({"claim": [c.split(":", 1)[0] for c in card["claim"]]}, index=card.index)
     out = out.join(card[["source", "test", "model", "task", "a", "b"]])
-    out["A − B [95 % interval]"] = [_effect_text(r) for _, r in card.iterrows()]
-    out["seeds / examples"] = [_counts(r) for _, r in card.iterrows()]
+    rows = records(card, ["ours", "low", "high", "seeds", "examples"])
+    out["A − B [95 % interval]"] = [_effect_text(r) for r in rows]
+    out["seeds / examples"] = [_counts(r) for r in rows]
     out["p"] = ["" if pd.isna(p) else f"{p:.3f}" for p in card["p_value"]]
     out["evidence"], out["verdict"], out["why"] = card["evidence"], card["verdict"], card["why"]
     return out.astype(object).fillna("")

@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from harness import protocols
+from harness.report.frames import records
 from harness.report.tables import GROUP_KEY, completed_runs, frame_table
 
 PREFIX = "effective."
@@ -44,7 +45,8 @@ def checks(runs) -> list[tuple]:
         return []
     effective = [c for c in runs.columns if c.startswith(PREFIX)]
     spec = [c for c in runs.columns if c.startswith(SPEC)]
-    found = [(run, _check(run, effective, spec)) for _, run in completed_runs(runs).iterrows()]
+    read = [c for c in dict.fromkeys([*COLUMNS[:5], *GROUP_KEY, *effective, *spec]) if c in runs]   # what is read
+    found = [(run, _check(run, effective, spec)) for run in records(completed_runs(runs), read)]
     return [(run, check) for run, check in found if check]
 
 

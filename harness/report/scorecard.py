@@ -14,6 +14,7 @@ import math
 import pandas as pd
 
 from harness.report import paper
+from harness.report.frames import records
 from harness.report.tables import GROUP_KEY, fmt_num, fmt_params, scale_of, sort_configs
 
 COLUMNS = ["task", "metric", "model", "method", "variant", "n", "stat", "ours", "paper_table", "paper_model",
@@ -76,7 +77,7 @@ def scorecard(agg, tasks, protocol=None):
     (task → facts.task_view) gives the row order; `protocol` (protocol_check.by_cell: table cell → (reasons,
     caveats)) the protocol check's findings, which count against the paper's row of the same model."""
     rows = []
-    for _, cell in agg.iterrows():
+    for cell in records(agg):
         if (cell["task_family"] == "glue" and not cell["headline"]) or cell.get("baseline"):
             continue   # a zero-shot row is no method of the paper's
         found = (protocol or {}).get(tuple(cell[k] for k in GROUP_KEY), ([], []))

@@ -2,6 +2,7 @@
 missing cells and the unreadable records."""
 import pandas as pd
 
+from harness.report.frames import records
 from harness.report.tables import completed_runs, frame_table
 
 
@@ -11,7 +12,8 @@ def _first_line(text):
 
 def _unscored(done):
     """Completed runs without their headline metric: a split decoded without references (E2E's released test MRs)."""
-    return {row["source"] for _, row in done.iterrows() if pd.isna(row.get(f"metrics.best.{row['headline']}"))}
+    rows = records(done, ["source", "headline", *(c for c in done.columns if c.startswith("metrics.best."))])
+    return {row["source"] for row in rows if pd.isna(row.get(f"metrics.best.{row['headline']}"))}
 
 
 def not_in_tables(runs):
