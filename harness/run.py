@@ -21,7 +21,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from harness import catalog, outputs, tracking
+from harness import catalog, gcpause, outputs, tracking
 from harness.cli_checks import command_line_problem
 from harness.errors import HarnessError
 
@@ -100,6 +100,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp:
         # Launcher workers (joblib, submitit_local) are other processes: they report failures through this file.
         os.environ[outputs.FAILURES_ENV] = str(Path(tmp) / "failures")
+        gcpause.hold()   # until the first run's config is validated: composing, W&B and torch (harness/gcpause.py)
         try:
             _hydra_main()
         except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (harness/faults.py): the record says interrupted
@@ -107,6 +108,8 @@ def main() -> None:
             print(f"interrupted by {name}: run.json says interrupted; rerun the same command to resume from the last "
                   "checkpoint", file=sys.stderr)
             sys.exit(143 if name == "SIGTERM" else 130)
+        finally:
+            gcpause.release()   # when no run got as far (--help, a skipped run, a failed import)
         FAILURES.extend(f for f in outputs.read_failures(os.environ.pop(outputs.FAILURES_ENV)) if f not in FAILURES)
     if FAILURES:
         if len(FAILURES) > 1 or "-m" in sys.argv or "--multirun" in sys.argv:
