@@ -124,7 +124,7 @@ def resume(s: Setup, tcfg: TrainerConfig, checkpoints: Checkpoints | None, on_pr
 def log_step(s: Setup, state: TrainingState, tcfg: TrainerConfig, tracker, bar, loss: float) -> None:
     tokens_per_second = state.counters.tokens / max(state.clock.train_seconds(), 1e-9)
     bar.update(1)
-    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_second:.0f}", refresh=False)
+    bar.set_postfix_str(f"loss={loss:.4f}, tok_s={tokens_per_second:.0f}", refresh=False)   # as set_postfix shows it
     if (state.step % tcfg.log_every == 0 or state.step == s.total_steps) and state.counters.window_n:
         tracker.log({"train/loss": state.counters.take_window(), "train/lr": s.scheduler.get_last_lr()[0],
                      "train/tokens_per_second": tokens_per_second, "epoch": state.epoch}, step=state.step)
@@ -157,10 +157,10 @@ def train_epoch(s: Setup, state: TrainingState, tcfg: TrainerConfig, bar, tracke
         state.batch += 1
         loss, ok, what = train_step(s, batch, tcfg.max_grad_norm, state.step + 1)
         if ok:
-            lengths = batch["attention_mask"].sum(1) if "attention_mask" in batch else torch.full(
-                (len(batch["input_ids"]),), batch["input_ids"].shape[1])
-            state.counters.add(loss, int(lengths.sum()), batch["input_ids"].numel(),
-                               s.step_flops.batch(lengths) if s.step_flops else None)
+            ids = batch["input_ids"]
+            mask = batch.get("attention_mask")
+            lengths = mask.sum(1).to(torch.int64).tolist() if mask is not None else [ids.shape[1]] * len(ids)
+            state.counters.add(loss, sum(lengths), ids.numel(), s.step_flops.batch(lengths) if s.step_flops else None)
             state.result.losses.append(loss)
         else:
             skip_nonfinite(state, what, tcfg.nonfinite_retries)
