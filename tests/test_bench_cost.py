@@ -41,7 +41,7 @@ def test_overhead_pairs_rounds_and_trains_the_same_examples(glue_dir, tmp_path):
     for _ in range(2):   # the rounds' orders: one seeded shuffle each, recorded
         orders.append(["harness", "bare"])
         shuffle.shuffle(orders[-1])
-    assert data["meta"]["orders"] == orders
+    assert data["meta"]["orders"] == orders and data["meta"]["warmup"] == 1   # an untimed round of both first
     assert "harness / bare throughput" in (tmp_path / "overhead.md").read_text()
 
 
