@@ -52,10 +52,10 @@ class StepFlops:
     def __call__(self, n: int) -> float:
         return float(self.a + self.b * n + self.c * n * n)
 
-    def batch(self, lengths: torch.Tensor) -> int:
-        """A batch's FLOPs, from its rows' real lengths (attention-mask sums)."""
-        n = lengths.to(torch.int64)
-        return round(self.a * len(n) + self.b * int(n.sum()) + self.c * int((n * n).sum()))
+    def batch(self, lengths) -> int:
+        """A batch's FLOPs, from its rows' real lengths (attention-mask sums: a list of ints, or a tensor)."""
+        n = lengths.to(torch.int64).tolist() if isinstance(lengths, torch.Tensor) else lengths
+        return round(self.a * len(n) + self.b * sum(n) + self.c * sum(x * x for x in n))
 
     @classmethod
     def fit(cls, counts: dict[int, int]) -> "StepFlops":

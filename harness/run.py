@@ -3,11 +3,12 @@
     harness-run model=minilm task=glue/sst2 method=lora trainer.max_train_samples=2000 seed=3
 
 `main()` composes (config in harness/conf/, shipped with the package) and calls `run(cfg, output_dir)`
-(harness/runner.py, which tests call directly). Long sweeps: the config is validated before anything loads (exit code
-2, one line per problem); the output folder derives from the run's identity and is locked while in use
-(harness/outputs.py); a rerun of the same command resumes, or skips a completed run (`skip_completed: true`, as sweeps
-set it). A run's exception is written to its run.json and the next run of a multirun starts; the exit code says whether
-any run did not complete (1; 2 when one had bad input).
+(harness/runner.py, which tests call directly), imported only then: `--help`, `--cfg job` and a bad command line answer
+without loading torch, and W&B's modules load before it (harness/tracking.py `preload`). Long sweeps: the config is
+validated before anything loads (exit code 2, one line per problem); the output folder derives from the run's identity
+and is locked while in use (harness/outputs.py); a rerun of the same command resumes, or skips a completed run
+(`skip_completed: true`, as sweeps set it). A run's exception is written to its run.json and the next run of a
+multirun starts; the exit code says whether any run did not complete (1; 2 when one had bad input).
 """
 from __future__ import annotations
 
@@ -20,10 +21,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from harness import catalog, outputs
+from harness import catalog, gcpause, outputs, tracking
 from harness.cli_checks import command_line_problem
 from harness.errors import HarnessError
-from harness.runner import run
 
 log = logging.getLogger("harness")
 FAILURES: list[tuple[str, int]] = []   # (output dir, exit code) of runs in this process that did not complete
@@ -61,6 +61,9 @@ def _hydra_main(cfg: DictConfig) -> None:
     from hydra.types import RunMode
 
     output_dir = Path(HydraConfig.get().runtime.output_dir)
+    tracking.preload(cfg.get("tracker") or {})   # before torch: W&B's imports cost less with fewer modules loaded
+    from harness.runner import run   # torch, transformers, datasets: not for --help, --cfg or a bad command line
+
     try:
         record = run(cfg, output_dir)
     except outputs.RunLocked as exc:  # in a sweep shared by two shells, the other one has this run
@@ -97,6 +100,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="harness-run-") as tmp:
         # Launcher workers (joblib, submitit_local) are other processes: they report failures through this file.
         os.environ[outputs.FAILURES_ENV] = str(Path(tmp) / "failures")
+        gcpause.hold()   # until the first run's config is validated: composing, W&B and torch (harness/gcpause.py)
         try:
             _hydra_main()
         except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM (harness/faults.py): the record says interrupted
@@ -104,6 +108,8 @@ def main() -> None:
             print(f"interrupted by {name}: run.json says interrupted; rerun the same command to resume from the last "
                   "checkpoint", file=sys.stderr)
             sys.exit(143 if name == "SIGTERM" else 130)
+        finally:
+            gcpause.release()   # when no run got as far (--help, a skipped run, a failed import)
         FAILURES.extend(f for f in outputs.read_failures(os.environ.pop(outputs.FAILURES_ENV)) if f not in FAILURES)
     if FAILURES:
         if len(FAILURES) > 1 or "-m" in sys.argv or "--multirun" in sys.argv:

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from harness import faults, flags, init_from, outputs, protocols, results, tasks, validate
+from harness import faults, flags, gcpause, init_from, outputs, protocols, results, tasks, validate
 from harness.io import write_atomic, write_json_atomic
 from harness.models.info import ModelInfo
 from harness.protocols import effective
@@ -84,9 +84,11 @@ def metrics_of(result: TrainResult, headline: str, tcfg) -> dict:
 
 def open_run(s: Session) -> tuple[validate.Checked, Checkpoints] | None:
     """Validate, lock, and decide resume vs fresh start; None when the run is to be skipped (completed meanwhile)."""
+    gcpause.hold()   # validation imports transformers and datasets: no garbage to look for (harness/gcpause.py)
     try:  # everything cheap, before any data or model loads: fail at start-up, not after an hour of training
         checked = validate.check(s.config, s.output_dir, s.problems)
     finally:  # a record, even a failed one, is written only by the process that holds the folder
+        gcpause.release()
         s.holding = s.output_dir.is_dir() and s.lock.enter_context(outputs.hold(s.output_dir))
     if not s.holding:
         raise outputs.RunLocked(f"{s.output_dir} is in use by another process ({outputs.holder(s.output_dir)}); "

@@ -11,6 +11,7 @@ GPU run (`tracker.system_stats`).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -156,9 +157,24 @@ def settings(tracker_cfg: dict):
     return wandb.Settings(console="wrap" if stats else "off", silent=True, init_timeout=90, x_disable_stats=not stats)
 
 
+def uses_wandb(tracker_cfg) -> bool:
+    """Whether a run with this `tracker` config starts W&B (not `tracker=none`, not `tracker.mode=disabled`)."""
+    return tracker_cfg.get("name", "none") != "none" and tracker_cfg.get("mode") != "disabled"
+
+
+def preload(tracker_cfg) -> None:
+    """W&B's modules imported now, before torch and transformers, when the run will start W&B (harness/run.py calls
+    this first). wandb.init imports W&B's public API (wandb.apis.public), whose pydantic models read their docstrings
+    through `inspect`, which scans every loaded module for each: after torch and transformers (~5,000 modules) that
+    import takes 0.5 s on a quiet CPU and over 1 s on a busy one, before them 0.2 s (issue 18: start-up)."""
+    if uses_wandb(tracker_cfg):
+        with contextlib.suppress(Exception):   # a W&B that cannot import fails where the tracker starts, as before
+            import wandb.apis.public  # noqa: F401
+
+
 def make_tracker(tracker_cfg: dict, *, config: dict, output_dir: Path, run_id: str, job_type: str, tags: list[str]):
     """The run's tracker: W&B with id = `run_id` (resumed when it exists), or a NullTracker."""
-    if tracker_cfg.get("name", "none") == "none" or tracker_cfg.get("mode") == "disabled":
+    if not uses_wandb(tracker_cfg):
         return NullTracker()
     import wandb
 

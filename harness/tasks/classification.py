@@ -5,7 +5,8 @@ model, and the evaluator scores every evaluation split with the task's metrics (
 The tokenised full split is cached under `trainer.cache_dir/tokenized/<key>`, the key hashing the data file's sha256
 (or hub fingerprint), the tokenizer and `max_seq_len`; a training subset (`trainer.max_train_samples`) is a seeded
 selection from the cached split, so every seed and size shares one cache entry. Writes go to a temporary folder renamed
-into place, so concurrent first use by two runs is safe (the loser of the race discards its copy).
+into place, so concurrent first use by two runs is safe (the loser of the race discards its copy). A data file whose
+tokenised copy is cached is not parsed again (its sha256 is the key): parsing SST-2's 67,349 training rows takes 0.13 s.
 """
 from __future__ import annotations
 
@@ -61,16 +62,26 @@ def _cache_key(source: dict, tokenizer, max_len: int) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+def _cache_folder(source: dict, tokenizer, max_len: int, cache_dir: str) -> Path:
+    return Path(cache_dir) / "tokenized" / _cache_key(source, tokenizer, max_len)
+
+
+def cached_split(source: dict, tokenizer, max_len: int, cache_dir: str | None) -> datasets.Dataset | None:
+    """The tokenised split cached for this source (its sha256 or fingerprint), tokenizer and length, or None."""
+    final = cache_dir and _cache_folder(source, tokenizer, max_len, cache_dir)
+    return datasets.load_from_disk(str(final)) if final and (final / "dataset_info.json").exists() else None
+
+
 def tokenize_cached(columns: dict, source: dict, tokenizer, max_len: int, cache_dir: str | None) -> datasets.Dataset:
-    if cache_dir:
-        final = Path(cache_dir) / "tokenized" / _cache_key(source, tokenizer, max_len)
-        if (final / "dataset_info.json").exists():
-            return datasets.load_from_disk(str(final))
+    cached = cached_split(source, tokenizer, max_len, cache_dir)
+    if cached is not None:
+        return cached
     raw = datasets.Dataset.from_dict(columns)
     ds = raw.map(_tokenize_fn(tokenizer, max_len), batched=True, remove_columns=raw.column_names,
                  desc="tokenising", load_from_cache_file=False)
     if not cache_dir:
         return ds
+    final = _cache_folder(source, tokenizer, max_len, cache_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     ds.save_to_disk(str(tmp))
@@ -81,6 +92,18 @@ def tokenize_cached(columns: dict, source: dict, tokenizer, max_len: int, cache_
     return datasets.load_from_disk(str(final))
 
 
+def tokenised_split(reader, task, split: str, tokenizer, tcfg) -> tuple[datasets.Dataset, dict]:
+    """(the split tokenised, its provenance). Where the dataset module can tell a split's source without reading it
+    (glue.source: the file's sha256) and that source's tokenised copy is cached, the file is not parsed again: the
+    copy is what reading it would give (the same bytes, by the sha256 in the cache key)."""
+    source = reader.source(task, split) if hasattr(reader, "source") else None
+    cached = cached_split(source, tokenizer, tcfg.max_seq_len, tcfg.cache_dir) if source else None
+    if cached is not None:
+        return cached, source
+    columns, source = reader.read(task, split)
+    return tokenize_cached(columns, source, tokenizer, tcfg.max_seq_len, tcfg.cache_dir), source
+
+
 def load_splits(task, tokenizer, tcfg) -> tuple[datasets.Dataset, dict, dict, dict]:
     """(training set, {eval split: tokenised split}, {eval split: the rows' indices in the split}, provenance); the
     first eval split holds the headline metric."""
@@ -88,9 +111,7 @@ def load_splits(task, tokenizer, tcfg) -> tuple[datasets.Dataset, dict, dict, di
     reader = dataset_module(task.dataset)
     provenance, splits = {}, {}
     for split in [task.splits["train"], *task.splits["eval"]]:
-        columns, source = reader.read(task, split)
-        provenance[split] = source
-        splits[split] = tokenize_cached(columns, source, tokenizer, tcfg.max_seq_len, tcfg.cache_dir)
+        splits[split], provenance[split] = tokenised_split(reader, task, split, tokenizer, tcfg)
     train = seeded_subset(splits.pop(task.splits["train"]), tcfg.max_train_samples, tcfg.subset_seed)
     ids = {name: subset_indices(len(ds), tcfg.max_eval_samples, 0) for name, ds in splits.items()}
     evals = {name: ds.select(ids[name]) if len(ids[name]) < len(ds) else ds for name, ds in splits.items()}

@@ -83,8 +83,11 @@ def read_tsv(path: Path, spec: dict, labels: list[str] | None) -> dict[str, list
 
 def load_local(task, data_dir: str | Path, split: str) -> tuple[dict[str, list], dict]:
     path = find_split_file(data_dir, task.options["glue_dir"], split)
-    columns = read_tsv(path, task.options["tsv"], task.labels)
-    return columns, {"path": str(path), "sha256": sha256_file(path)}
+    return read_tsv(path, task.options["tsv"], task.labels), _file_source(path)
+
+
+def _file_source(path: Path) -> dict:
+    return {"path": str(path), "sha256": sha256_file(path)}
 
 
 def load_hub(task, split: str) -> tuple[dict[str, list], dict]:
@@ -117,6 +120,14 @@ def read(task, split: str) -> tuple[dict[str, list], dict]:
     if task.data_dir:
         return load_local(task, task.data_dir, split)
     return load_hub(task, split)
+
+
+def source(task, split: str) -> dict | None:
+    """A local split's provenance, as `read` gives it, without parsing the file (its path and sha256): a pipeline
+    whose tokenised copy of the file is cached under that sha256 need not read it again. None for hub data."""
+    if not task.data_dir:
+        return None
+    return _file_source(find_split_file(task.data_dir, task.options["glue_dir"], split))
 
 
 def check_data(task) -> list[str]:

@@ -35,24 +35,24 @@ __all__ = ["Diverged", "StepHooks", "TrainResult", "fit"]
 
 def train_step(s: Setup, batch: dict, max_grad_norm: float | None, step: int) -> tuple[float, bool, str | None]:
     """Forward, backward (the task loss plus the method's regulariser, if any), and at the end of an accumulation
-    window: clip, optimiser step `step`, the method's after_step. Returns (task loss, ok, what was non-finite): a
-    non-finite loss is not back-propagated, a non-finite gradient norm skips the step (and after_step)."""
-    hooks, unwrapped = s.hooks, s.accelerator.unwrap_model(s.model)
-    with s.accelerator.accumulate(s.model):
+    window: clip, optimiser step `step`, the method's after_step, zero the gradients. Returns (task loss, ok, what was
+    non-finite): a non-finite loss is not back-propagated, a non-finite gradient norm skips the step (and after_step)."""
+    hooks, accelerator = s.hooks, s.accelerator
+    with accelerator.accumulate(s.model):
         loss = s.loss_fn(s.model, batch)
         value = loss.item()
-        finite_loss, norm = math.isfinite(value), None
+        finite_loss, finite_grad, norm = math.isfinite(value), True, None
         if finite_loss:
-            extra = hooks.regularizer(unwrapped) if hooks.regularizer else None
-            s.accelerator.backward(loss if extra is None else loss + extra)
-        if s.accelerator.sync_gradients:
-            norm = s.accelerator.clip_grad_norm_(s.trainable, max_grad_norm or math.inf)
-        finite_grad = norm is None or bool(torch.isfinite(norm))
-        if finite_grad:
-            s.optimizer.step()
-            if hooks.after_step and s.accelerator.sync_gradients:
-                hooks.after_step(unwrapped, step, s.total_steps)   # before zero_grad: it may read the gradients
-        s.optimizer.zero_grad(set_to_none=True)
+            extra = hooks.regularizer(s.unwrapped) if hooks.regularizer else None
+            accelerator.backward(loss if extra is None else loss + extra)
+        if accelerator.sync_gradients:
+            norm = accelerator.clip_grad_norm_(s.trainable, max_grad_norm or math.inf)
+            finite_grad = bool(torch.isfinite(norm))
+            if finite_grad:
+                s.stepper.step()
+                if hooks.after_step:
+                    hooks.after_step(s.unwrapped, step, s.total_steps)   # before zero_grad: it may read the gradients
+            s.stepper.zero_grad(set_to_none=True)
     if finite_loss and finite_grad:
         return value, True, None
     return value, False, f"loss ({value})" if not finite_loss else f"gradient norm ({float(norm)})"
@@ -75,7 +75,7 @@ def evaluate_now(s: Setup, state: TrainingState, evaluate: Callable, headline: s
     since = time.perf_counter()
     s.model.eval()
     with torch.no_grad():
-        metrics = evaluate(s.accelerator.unwrap_model(s.model))
+        metrics = evaluate(s.unwrapped)
     s.model.train()
     state.clock.add("eval_seconds", since)
     state.counters.add_eval(getattr(metrics, "examples", None))   # an evaluator that does not say: null rate
@@ -92,7 +92,7 @@ def evaluate_now(s: Setup, state: TrainingState, evaluate: Callable, headline: s
         result.best, result.best_epoch = dict(metrics), epoch
         result.best_stats = dict(getattr(metrics, "stats", {}))
         result.best_predictions = getattr(metrics, "predictions", None)
-        result.best_state = trainable_state(s.accelerator.unwrap_model(s.model))
+        result.best_state = trainable_state(s.unwrapped)
     return (f"epoch {epoch:g} step {state.step}: train_loss={row['train_loss']:.4f} | eval "
             + " ".join(f"{k}={v:.4f}" for k, v in shown.items() if isinstance(v, (int, float)))
             + f" | {seconds['train']:.1f}s training, {seconds['eval']:.1f}s evaluating")
@@ -124,7 +124,7 @@ def resume(s: Setup, tcfg: TrainerConfig, checkpoints: Checkpoints | None, on_pr
 def log_step(s: Setup, state: TrainingState, tcfg: TrainerConfig, tracker, bar, loss: float) -> None:
     tokens_per_second = state.counters.tokens / max(state.clock.train_seconds(), 1e-9)
     bar.update(1)
-    bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_second:.0f}", refresh=False)
+    bar.set_postfix_str(f"loss={loss:.4f}, tok_s={tokens_per_second:.0f}", refresh=False)   # as set_postfix shows it
     if (state.step % tcfg.log_every == 0 or state.step == s.total_steps) and state.counters.window_n:
         tracker.log({"train/loss": state.counters.take_window(), "train/lr": s.scheduler.get_last_lr()[0],
                      "train/tokens_per_second": tokens_per_second, "epoch": state.epoch}, step=state.step)
@@ -157,10 +157,10 @@ def train_epoch(s: Setup, state: TrainingState, tcfg: TrainerConfig, bar, tracke
         state.batch += 1
         loss, ok, what = train_step(s, batch, tcfg.max_grad_norm, state.step + 1)
         if ok:
-            lengths = batch["attention_mask"].sum(1) if "attention_mask" in batch else torch.full(
-                (len(batch["input_ids"]),), batch["input_ids"].shape[1])
-            state.counters.add(loss, int(lengths.sum()), batch["input_ids"].numel(),
-                               s.step_flops.batch(lengths) if s.step_flops else None)
+            ids = batch["input_ids"]
+            mask = batch.get("attention_mask")
+            lengths = mask.sum(1).to(torch.int64).tolist() if mask is not None else [ids.shape[1]] * len(ids)
+            state.counters.add(loss, sum(lengths), ids.numel(), s.step_flops.batch(lengths) if s.step_flops else None)
             state.result.losses.append(loss)
         else:
             skip_nonfinite(state, what, tcfg.nonfinite_retries)
