@@ -18,13 +18,16 @@ from harness.runner import run
 from tests.conftest import compose_cfg, write_glue_fixture
 from tests.test_resume import _cli, _only_run_dir
 
-SLOW = ["model=tiny-bert", "tracker=none", "trainer.progress=false", "trainer.batch_size=8", "trainer.epochs=3",
+SLOW = ["model=tiny-bert", "tracker=none", "trainer.progress=false", "trainer.batch_size=8",
         "trainer.checkpoint_every=2"]
 
 
-def _start_and_wait_for_a_checkpoint(tmp_path, extra=()):
+def _start_and_wait_for_a_checkpoint(tmp_path, extra=(), epochs=3):
+    """A run started in its own process, once it has written its first checkpoint. `epochs` long enough that it is
+    still training when the test acts on it (a signal sent to a run that has already ended tests nothing)."""
     data = write_glue_fixture(tmp_path / "data", n=96)
-    args = [*SLOW, f"task.data_dir={data}", f"trainer.cache_dir={tmp_path / 'cache'}", *extra]
+    args = [*SLOW, f"trainer.epochs={epochs}", f"task.data_dir={data}", f"trainer.cache_dir={tmp_path / 'cache'}",
+            *extra]
     (tmp_path / "w").mkdir()
     proc = _cli(args, tmp_path / "w")
     deadline = time.time() + 300
@@ -66,7 +69,9 @@ def test_a_truncated_record_beside_checkpoints_resumes(tmp_path):
 
 @pytest.mark.parametrize("sig,name,code", [(signal.SIGINT, "SIGINT", 130), (signal.SIGTERM, "SIGTERM", 143)])
 def test_a_signal_leaves_an_interrupted_record_naming_it(sig, name, code, tmp_path):
-    proc, args, _ = _start_and_wait_for_a_checkpoint(tmp_path)
+    # 3 epochs of this tiny run take ~1.5 s after its first checkpoint: on a loaded machine the signal could arrive
+    # after the run had ended (seen once); 200 epochs leave it a minute to arrive, and the signal ends the run anyway
+    proc, args, _ = _start_and_wait_for_a_checkpoint(tmp_path, epochs=200)
     proc.send_signal(sig)
     output = proc.communicate(timeout=120)[0]
     assert proc.returncode == code, output[-2000:]
