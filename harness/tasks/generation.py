@@ -115,7 +115,7 @@ class Decoder:
     def rates(self) -> dict:
         """Decoding's cost for the record: seconds, items and decoded tokens per second, over every decoding."""
         seconds = max(self.work["seconds"], 1e-9)
-        return {"decode_seconds": round(self.work["seconds"], 3),
+        return {"decode_seconds": round(self.work["seconds"], 6),
                 "decode_items_per_second": round(self.work["items"] / seconds, 3),
                 "decoded_tokens_per_second": round(self.work["tokens"] / seconds, 1)}
 

@@ -136,8 +136,9 @@ def cost(s: Setup, state: TrainingState, step_times: list[float]) -> dict:
     rates = state.counters.rates(totals["train_seconds"], totals["eval_seconds"])
     name = flop_count.device_name(device)
     peak = flop_count.peak_flops(name, precision)
-    return {"train_seconds": round(totals["train_seconds"], 3), "eval_seconds": round(totals["eval_seconds"], 3),
-            "checkpoint_seconds": round(totals["checkpoint_seconds"], 3),
+    # seconds to the microsecond: the rates beside them must be reproducible from them even for runs of milliseconds
+    return {"train_seconds": round(totals["train_seconds"], 6), "eval_seconds": round(totals["eval_seconds"], 6),
+            "checkpoint_seconds": round(totals["checkpoint_seconds"], 6),
             "peak_memory_bytes": peak_memory_bytes(device),
             "tokens_per_second": round(state.counters.tokens / max(totals["train_seconds"], 1e-9), 1),
             "step_seconds_median": round(statistics.median(step_times), 5) if step_times else None,
