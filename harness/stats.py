@@ -189,15 +189,17 @@ class RunCounts:
 
 
 def seed_interval(values, level: float = LEVEL) -> dict:
-    """Across seeds: {n, mean, median, std (ddof=1), low, high}; the interval is mean ± t·std/√n (none for n < 2)."""
-    from scipy import stats as sp
+    """Across seeds: {n, mean, median, std (ddof=1), low, high}; the interval is mean ± t·std/√n (none for n < 2).
+    The t quantile is scipy.special.stdtrit, what scipy.stats.t.ppf computes (bit for bit), without importing
+    scipy.stats (~0.7 s of imports)."""
+    from scipy.special import stdtrit
 
     values = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     n = len(values)
     out = {"n": n, "mean": float(values.mean()) if n else math.nan, "median": float(np.median(values)) if n else math.nan,
            "std": float(values.std(ddof=1)) if n > 1 else math.nan, "low": math.nan, "high": math.nan}
     if n > 1:
-        half = sp.t.ppf(1 - (1 - level) / 2, n - 1) * out["std"] / math.sqrt(n)
+        half = stdtrit(n - 1, 1 - (1 - level) / 2) * out["std"] / math.sqrt(n)
         out["low"], out["high"] = out["mean"] - half, out["mean"] + half
     return out
 

@@ -92,6 +92,17 @@ def test_seed_interval_is_students_t():
     assert math.isnan(stats.seed_interval([0.8])["low"])
 
 
+def test_seed_interval_equals_scipy_stats_t_ppf_bit_for_bit():
+    # seed_interval takes its t quantile from scipy.special (scipy.stats is slow to import): the same numbers as
+    # mean ± t.ppf · std / √n, bit for bit, at every seed count a report meets (the committed reports' tables rely on it)
+    rng = np.random.default_rng(0)
+    for n in range(2, 41):
+        values = rng.random(n).tolist()
+        found = stats.seed_interval(values, level=0.95)
+        half = sp.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n)
+        assert (found["low"], found["high"]) == (np.mean(values) - half, np.mean(values) + half)
+
+
 def test_sign_flip_over_seeds_by_hand():
     """d = (1, 2, 3): of the 8 sign patterns only +++ and −−− reach |mean| ≥ 2, so p = 2/8."""
     assert stats.sign_flip_p([1, 2, 3]) == 0.25
