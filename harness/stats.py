@@ -88,12 +88,17 @@ def paired_differences(metric: Callable, confusion: Callable, runs: list[np.ndar
     """paired_difference (its `confusion` path) for many pairs on one evaluation set: `runs` holds the predictions
     of every run taking part, and each pair is (A's runs by seed, B's runs by seed) as indices into `runs`. A run's
     counts under every resample and every swap mask are linear in its one-hot (prediction, label) matrix, so they are
-    computed once per run, for all runs in one matrix product (RunCounts); a comparison then only subtracts and
-    stacks counts. A report that compares hundreds of cells with the same best cell pays for each run once."""
+    computed once per run, for all runs in one matrix product per label class (RunCounts); a comparison then only
+    subtracts and stacks counts. A report that compares hundreds of cells with the same best cell pays for each run once."""
     labels = np.asarray(labels)
     n, out = labels.shape[0], [None] * len(pairs)
-    uniques = [np.unique(r) for r in runs]
-    by_classes: dict = {}
+    uniques, scores, by_classes = [np.unique(r) for r in runs], {}, {}
+
+    def score(j: int) -> float:   # a run's metric on all examples, once however many pairs it takes part in
+        if j not in scores:
+            scores[j] = metric(runs[j], labels)
+        return scores[j]
+
     for i, (ia, ib) in enumerate(pairs):
         classes = np.union1d(np.union1d(np.concatenate([uniques[j] for j in ia]),
                                         np.concatenate([uniques[j] for j in ib])), labels)
@@ -105,8 +110,7 @@ def paired_differences(metric: Callable, confusion: Callable, runs: list[np.ndar
         for i in members:
             ia, ib = ([where[j] for j in side] for side in pairs[i])
             interval = _percentile(counts.bootstrap(ia, ib), level, resamples, seed)
-            observed = float(np.mean([metric(runs[ja], labels) - metric(runs[jb], labels)
-                                      for ja, jb in zip(*pairs[i])]))
+            observed = float(np.mean([score(ja) - score(jb) for ja, jb in zip(*pairs[i])]))
             out[i] = _paired_result(observed, interval, counts.swapped(ia, ib), len(ia), n, resamples, level)
     return out
 
@@ -156,19 +160,13 @@ class RunCounts:
     def __init__(self, confusion: Callable, classes: np.ndarray, runs: list[np.ndarray], labels: np.ndarray,
                  resamples: int, seed: int):
         self.confusion, self.classes = confusion, classes
-        k = len(classes)
-        codes = np.stack([np.searchsorted(classes, r) * k + np.searchsorted(classes, labels) for r in runs], axis=1)
-        onehot = np.zeros((len(labels), len(runs) * k * k), dtype=np.float32 if len(labels) < 2**24 else np.float64)
-        onehot[np.arange(len(labels))[:, None], codes + k * k * np.arange(len(runs))] = 1
-        self.own = onehot.sum(axis=0, dtype=np.float64).reshape(len(runs), k * k)   # each run's counts, unresampled
-
-        def per_run(make, at):   # (resamples, runs, k·k): every block of `make` times the one-hot
-            found = [block @ onehot for block in _resampled(make, len(labels), resamples, at)]
-            return np.concatenate(found).reshape(resamples, len(runs), k * k)
-
+        k, label_at = len(classes), np.searchsorted(classes, labels)
+        predicted = np.stack([np.searchsorted(classes, r) for r in runs], axis=1)   # (examples, runs)
+        self.own = np.stack([np.bincount(p * k + label_at, minlength=k * k) for p in predicted.T]).astype(np.float64)
+        counts = _LabelSplit(label_at, predicted, k)
         # a resample's counts of a run are its own: each run's metric under every resample, once
-        self.drawn = confusion(per_run(_weights, seed).astype(np.float64).reshape(resamples, len(runs), k, k), classes)
-        self.moved = per_run(_swaps, seed + 1)
+        self.drawn = confusion(counts.resampled(_weights, resamples, seed).astype(np.float64), classes)
+        self.moved = counts.resampled(_swaps, resamples, seed + 1).reshape(resamples, len(runs), k * k)
 
     def _diffs(self, counts: np.ndarray) -> np.ndarray:
         """(resamples, 2, seeds, k·k) counts of A then B → per resample the seed-mean of metric(A) − metric(B)."""
@@ -188,16 +186,51 @@ class RunCounts:
         return self._diffs(base + np.stack([moved, -moved], axis=1))
 
 
+class _LabelSplit:
+    """Runs' confusion counts under weighted examples (a block of bootstrap multiplicities or swap masks), from one
+    matrix product per label class: an example of label l adds its weight to count (its prediction, l) only, so with
+    the examples split by label each run needs a column per predicted class, not per (prediction, label) pair; and
+    the first class's count is the label's total weight less the others' (integers: exact, see _exact). A quarter
+    of a one-hot product's work for two classes."""
+
+    def __init__(self, label_at: np.ndarray, predicted: np.ndarray, k: int):
+        self.k, self.runs = k, predicted.shape[1]
+        self.rows = [np.flatnonzero(label_at == c) for c in range(k)]
+        dtype = np.float32 if len(label_at) < 2**24 else np.float64
+        self.onehot = []
+        for rows in self.rows:   # (examples of label c, runs × classes 1..k-1): 1 where the run predicted that class
+            hot, found = np.zeros((len(rows), self.runs * (k - 1)), dtype=dtype), predicted[rows]
+            row, run = np.nonzero(found > 0)
+            hot[row, found[row, run] - 1 + (k - 1) * run] = 1
+            self.onehot.append(hot)
+
+    def resampled(self, make: Callable, resamples: int, seed: int) -> np.ndarray:
+        """(resamples, runs, k, k) counts [prediction, label] under every block of `make`."""
+        n, k = sum(len(rows) for rows in self.rows), self.k
+        blocks = []
+        for block in _resampled(make, n, resamples, seed):
+            out = np.empty((block.shape[0], self.runs, k, k), dtype=block.dtype)
+            for c, (rows, hot) in enumerate(zip(self.rows, self.onehot)):
+                weights = block[:, rows]
+                part = (weights @ hot).reshape(block.shape[0], self.runs, k - 1)
+                out[:, :, 1:, c] = part
+                out[:, :, 0, c] = weights.sum(axis=1)[:, None] - part.sum(axis=2)
+            blocks.append(out)
+        return np.concatenate(blocks)
+
+
 def seed_interval(values, level: float = LEVEL) -> dict:
-    """Across seeds: {n, mean, median, std (ddof=1), low, high}; the interval is mean ± t·std/√n (none for n < 2)."""
-    from scipy import stats as sp
+    """Across seeds: {n, mean, median, std (ddof=1), low, high}; the interval is mean ± t·std/√n (none for n < 2).
+    The t quantile is scipy.special.stdtrit, what scipy.stats.t.ppf computes (bit for bit), without importing
+    scipy.stats (~0.7 s of imports)."""
+    from scipy.special import stdtrit
 
     values = np.asarray([v for v in values if v is not None and not math.isnan(v)], dtype=float)
     n = len(values)
     out = {"n": n, "mean": float(values.mean()) if n else math.nan, "median": float(np.median(values)) if n else math.nan,
            "std": float(values.std(ddof=1)) if n > 1 else math.nan, "low": math.nan, "high": math.nan}
     if n > 1:
-        half = sp.t.ppf(1 - (1 - level) / 2, n - 1) * out["std"] / math.sqrt(n)
+        half = stdtrit(n - 1, 1 - (1 - level) / 2) * out["std"] / math.sqrt(n)
         out["low"], out["high"] = out["mean"] - half, out["mean"] + half
     return out
 

@@ -92,6 +92,17 @@ def test_seed_interval_is_students_t():
     assert math.isnan(stats.seed_interval([0.8])["low"])
 
 
+def test_seed_interval_equals_scipy_stats_t_ppf_bit_for_bit():
+    # seed_interval takes its t quantile from scipy.special (scipy.stats is slow to import): the same numbers as
+    # mean ± t.ppf · std / √n, bit for bit, at every seed count a report meets (committed reports' tables rely on it)
+    rng = np.random.default_rng(0)
+    for n in range(2, 41):
+        values = rng.random(n).tolist()
+        found = stats.seed_interval(values, level=0.95)
+        half = sp.t.ppf(0.975, n - 1) * np.std(values, ddof=1) / math.sqrt(n)
+        assert (found["low"], found["high"]) == (np.mean(values) - half, np.mean(values) + half)
+
+
 def test_sign_flip_over_seeds_by_hand():
     """d = (1, 2, 3): of the 8 sign patterns only +++ and −−− reach |mean| ≥ 2, so p = 2/8."""
     assert stats.sign_flip_p([1, 2, 3]) == 0.25
@@ -173,3 +184,19 @@ def test_many_pairs_at_once_equal_each_pair_alone_bit_for_bit(metric):
         loop = stats.paired_difference(glue.FAST[metric], [runs[i] for i in ia], [runs[i] for i in ib], labels,
                                        resamples=120, seed=2)
         assert result == loop
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "f1", "matthews_corr"])
+def test_counts_split_by_label_are_exact_where_a_class_has_no_example(metric):
+    """Each run's counts come from one product per label class (stats._LabelSplit): labels of one class only, a class
+    that only a prediction has, and a single class in all give the per-resample loop's numbers, bit for bit."""
+    rng = np.random.default_rng(5)
+    n = 40
+    for labels, runs in [(np.ones(n, dtype=int), [rng.integers(0, 3, n), rng.integers(0, 2, n), np.ones(n, dtype=int)]),
+                         (np.zeros(n, dtype=int), [np.zeros(n, dtype=int), np.zeros(n, dtype=int)])]:
+        pairs = [([0], [1]), ([1], [0])]
+        found = stats.paired_differences(glue.FAST[metric], glue.CONFUSION[metric], runs, pairs, labels,
+                                         resamples=60, seed=3)
+        for (ia, ib), result in zip(pairs, found):
+            assert result == stats.paired_difference(glue.FAST[metric], [runs[i] for i in ia],
+                                                     [runs[i] for i in ib], labels, resamples=60, seed=3)

@@ -24,6 +24,7 @@ import matplotlib.style
 import pandas as pd
 from cycler import cycler
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import TightLayoutEngine
 from matplotlib.ticker import MaxNLocator
 
 from harness import catalog
@@ -258,7 +259,9 @@ def make_plots(runs, outdir, tasks, formats=("png", "pdf")):
                     skipped.append(f"{name} for {label}: {why}")
                     continue
                 outdir.mkdir(parents=True, exist_ok=True)
-                fig.tight_layout()
+                # fig.tight_layout()'s layout, but the figure keeps no layout engine: tight_layout leaves a placeholder
+                # one, and with any engine each savefig draws the figure once more before drawing it (same bytes)
+                TightLayoutEngine().execute(fig)
                 for ext, meta in ((ext, {"png": PNG_META, "pdf": PDF_META}[ext]) for ext in formats):
                     fig.savefig(outdir / f"{stem}_{task}.{ext}", dpi=120, metadata=meta)
                     written.append(f"{outdir.name}/{stem}_{task}.{ext}")
