@@ -24,3 +24,15 @@ def test_committed_report_is_rebuilt_byte_for_byte(folder, tmp_path, monkeypatch
     assert rebuilt, "the report wrote no table"
     for name in rebuilt:
         assert (committed / name).read_bytes() == (tmp_path / folder / name).read_bytes(), f"{folder}/{name} differs"
+
+
+def test_the_latency_report_is_rebuilt_from_its_benchmark(tmp_path, monkeypatch):
+    """reports/latency_cpu has no training runs: its Table 1 and claims come from the committed latency benchmark
+    (reports/latency_cpu/COMMANDS.md), and a report of benchmarks alone must not need any run's columns."""
+    monkeypatch.chdir(REPORTS.parent)
+    out = tmp_path / "latency_cpu"
+    assert report.main(["reports/bench/latency_minilm_cpu_shuffled.json", "--out", str(out)]) == 0
+    rebuilt = sorted(p.relative_to(out) for p in out.rglob("*") if p.suffix in TABLES)
+    assert {"claims.md", "README.md"} <= {str(p) for p in rebuilt}
+    for name in rebuilt:
+        assert (REPORTS / "latency_cpu" / name).read_bytes() == (out / name).read_bytes(), f"latency_cpu/{name} differs"

@@ -148,7 +148,9 @@ class Runs:
         self.names = list(dict.fromkeys(["seed", "source", "method", "variant", *curves.CURVE, *(
             c for c in done.columns if c.startswith("metrics.best."))]))
         self.budget = pd.to_numeric(_column(done, "config.method.budget"), errors="coerce").to_numpy(dtype=float)
-        self.groups = [(key, at) for key, at in groups(done, GROUP) if not any(pd.isna(k) for k in key)]
+        # no training runs (a report of benchmarks only): no groups, and no GROUP columns to group by
+        self.groups = [(key, at) for key, at in groups(done, GROUP) if not any(pd.isna(k) for k in key)] \
+            if set(GROUP) <= set(done.columns) else []
 
     def values(self, column: str) -> list:
         if column not in self.lists:
