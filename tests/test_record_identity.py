@@ -1,0 +1,30 @@
+"""A run's record keeps the identity it was composed under: its config hashes (results.run_id) to the run_id it is
+saved with, for every kind of method, so a relaunched sweep, harness-analyze's grouping by configuration and
+tests/test_load_runs.py's check of the committed records all find it. Settings added to a method after its first
+records (its Config's ADDED) stay out of the record while at their default and not composed, as in those records."""
+import pytest
+
+from harness import results
+from harness.runner import run
+from tests.conftest import compose_cfg
+
+
+@pytest.mark.parametrize("extra", [["method=lora"], ["method=lora", "+method.dora=true"], ["method=rslora"],
+                                   ["method=lora_plus"], ["method=adalora"], ["method=full_ft"], ["method=adapter_h"],
+                                   ["method=prefix_layer"]], ids=lambda e: "+".join(x.split("=")[-1] for x in e))
+def test_the_record_hashes_to_its_run_id(extra, tiny_overrides, tmp_path):
+    record = run(compose_cfg(*tiny_overrides, "trainer.epochs=1", "trainer.max_train_samples=16", *extra), tmp_path)
+    assert record["status"] == "completed"
+    assert results.run_id(record["config"]) == record["run_id"]
+
+
+def test_plain_lora_records_no_setting_added_after_its_first_records(tiny_overrides, tmp_path):
+    plain = run(compose_cfg(*tiny_overrides, "trainer.epochs=1", "trainer.max_train_samples=16", "method=lora"),
+                tmp_path / "plain")["config"]["method"]
+    assert not {"scaling", "lr_ratio", "dora"} & set(plain) and plain["r"] == 8 and plain["init"] == "kaiming"
+    dora = run(compose_cfg(*tiny_overrides, "trainer.epochs=1", "trainer.max_train_samples=16", "method=lora",
+                           "+method.dora=true"), tmp_path / "dora")["config"]["method"]
+    assert dora["dora"] is True and "lr_ratio" not in dora
+    rs = run(compose_cfg(*tiny_overrides, "trainer.epochs=1", "trainer.max_train_samples=16", "method=rslora"),
+             tmp_path / "rs")["config"]["method"]
+    assert rs["scaling"] == "rslora" and rs["lr_ratio"] == 1.0 and rs["dora"] is False   # its yaml sets them
