@@ -13,7 +13,6 @@ process that holds the folder's lock (harness/outputs.py).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gzip
 import json
 import logging
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+import methods
 from harness import faults, flags, gcpause, init_from, outputs, protocols, results, tasks, validate
 from harness.io import write_atomic, write_json_atomic
 from harness.models.info import ModelInfo
@@ -134,21 +134,10 @@ def adapt(s: Session, checked: validate.Checked, model) -> tuple[torch.nn.Module
     method_cfg = checked.method.sized(checked.method_cfg, info, model)
     model = checked.method.apply(model, method_cfg, info)
     info.train_head(model)
-    s.record["config"]["method"].update(recorded_method(s.record["config"]["method"], method_cfg))
+    s.record["config"]["method"].update(methods.recorded(s.record["config"]["method"], method_cfg))
     s.record["params"] = info.count_params(model)
     log.info("params: %s", s.record["params"])
     return model, method_cfg, info
-
-
-def recorded_method(composed: dict, method_cfg) -> dict:
-    """The method config as it trained, for the record: every field, but a setting added after the method's first
-    records (its Config's ADDED) that the composed config left out and that trains at its default stays out, as in
-    those records (reports read its absence as the default). The record's config then still hashes to the run_id
-    the run was composed under (results.run_id): a relaunched sweep, harness-analyze's grouping and the committed
-    records' identity test all find it."""
-    added = getattr(type(method_cfg), "ADDED", ())
-    return {f.name: getattr(method_cfg, f.name) for f in dataclasses.fields(method_cfg)
-            if not (f.name in added and f.name not in composed and getattr(method_cfg, f.name) == f.default)}
 
 
 def settle(s: Session, checked: validate.Checked, model, info: ModelInfo, n_train: int) -> None:

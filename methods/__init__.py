@@ -176,6 +176,17 @@ def added_defaults(name: str) -> dict:
     return {f.name: f.default for f in dataclasses.fields(method.config_cls) if f.name in added} if added else {}
 
 
+def recorded(composed: dict, method_cfg) -> dict:
+    """The method config as it trained, for the record: every field, but a setting added after the method's first
+    records (its Config's ADDED) that the composed config left out and that trains at its default stays out, as in
+    those records (reports read its absence as the default). The record's config then still hashes to the run_id
+    the run was composed under (results.run_id): a relaunched sweep, harness-analyze's grouping and the committed
+    records' identity test all find it."""
+    added = getattr(type(method_cfg), "ADDED", ())
+    return {f.name: getattr(method_cfg, f.name) for f in dataclasses.fields(method_cfg)
+            if not (f.name in added and f.name not in composed and getattr(method_cfg, f.name) == f.default)}
+
+
 def size_key(method_cfg: dict) -> str | None:
     """Which setting sizes a run of this method config (its label in reports, its W&B tag): `budget` when set (the
     method then picks its own size), else the method's size parameter when the config sets it, else None."""
