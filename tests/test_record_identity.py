@@ -8,23 +8,26 @@ from harness import results
 from harness.runner import run
 from tests.conftest import compose_cfg
 
+ONE_EPOCH = ("trainer.epochs=1", "trainer.max_train_samples=16")
+
+
+def short_run(tiny_overrides, folder, *extra) -> dict:
+    return run(compose_cfg(*tiny_overrides, *ONE_EPOCH, *extra), folder)
+
 
 @pytest.mark.parametrize("extra", [["method=lora"], ["method=lora", "+method.dora=true"], ["method=rslora"],
                                    ["method=lora_plus"], ["method=adalora"], ["method=full_ft"], ["method=adapter_h"],
                                    ["method=prefix_layer"]], ids=lambda e: "+".join(x.split("=")[-1] for x in e))
 def test_the_record_hashes_to_its_run_id(extra, tiny_overrides, tmp_path):
-    record = run(compose_cfg(*tiny_overrides, "trainer.epochs=1", "trainer.max_train_samples=16", *extra), tmp_path)
+    record = short_run(tiny_overrides, tmp_path, *extra)
     assert record["status"] == "completed"
     assert results.run_id(record["config"]) == record["run_id"]
 
 
 def test_plain_lora_records_no_setting_added_after_its_first_records(tiny_overrides, tmp_path):
-    plain = run(compose_cfg(*tiny_overrides, "trainer.epochs=1", "trainer.max_train_samples=16", "method=lora"),
-                tmp_path / "plain")["config"]["method"]
+    plain = short_run(tiny_overrides, tmp_path / "plain", "method=lora")["config"]["method"]
     assert not {"scaling", "lr_ratio", "dora"} & set(plain) and plain["r"] == 8 and plain["init"] == "kaiming"
-    dora = run(compose_cfg(*tiny_overrides, "trainer.epochs=1", "trainer.max_train_samples=16", "method=lora",
-                           "+method.dora=true"), tmp_path / "dora")["config"]["method"]
+    dora = short_run(tiny_overrides, tmp_path / "dora", "method=lora", "+method.dora=true")["config"]["method"]
     assert dora["dora"] is True and "lr_ratio" not in dora
-    rs = run(compose_cfg(*tiny_overrides, "trainer.epochs=1", "trainer.max_train_samples=16", "method=rslora"),
-             tmp_path / "rs")["config"]["method"]
+    rs = short_run(tiny_overrides, tmp_path / "rs", "method=rslora")["config"]["method"]
     assert rs["scaling"] == "rslora" and rs["lr_ratio"] == 1.0 and rs["dora"] is False   # its yaml sets them
