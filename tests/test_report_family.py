@@ -84,7 +84,9 @@ def test_family_claims_compare_at_equal_rank_and_on_learning_curves(tmp_path):
     assert list(faster["ours"]) == [pytest.approx(-125 / 3)] * 2 and set(faster["verdict"]) == {"supported"}
     assert list(faster["low"]) == [pytest.approx(-77.5, abs=0.05)] * 2
     assert faster["test"].iloc[0] == "A < B (steps_to_loss, %)"
+    assert set(faster["why"]) == {"interval below the claim's bound"}   # as the A − B interval shown reads
     assert claims.verdict("superior", 10.0, 40.0, 0.0, lower=True)[0] == "contradicted"
+    assert claims.verdict("superior", 10.0, 40.0, 0.0)[1] == "interval above the claim's bound"
     accuracy = card[card["claim"].str.startswith("loraplus-accuracy")]
     assert len(accuracy) == 2 and list(accuracy["ours"]) == [pytest.approx(0.2)] * 2   # +0.2 points (×100)
 

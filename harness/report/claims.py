@@ -60,11 +60,12 @@ def verdict(test: str, low: float, high: float, margin: float, lower: bool = Fal
         return "inconclusive", "no interval (one seed and no per-example predictions)"
     if lower:
         low, high = -high, -low
-    bounds = {"superior": (0.0, None), "noninferior": (-margin, None), "equivalent": (-margin, margin)}[test]
-    lower, upper = bounds
-    if low > lower and (upper is None or high < upper):
-        return "supported", "interval " + ("inside" if upper is not None else "above") + " the claim's bound"
-    if high < lower or (upper is not None and low > upper):
+    floor, upper = {"superior": (0.0, None), "noninferior": (-margin, None), "equivalent": (-margin, margin)}[test]
+    if low > floor and (upper is None or high < upper):
+        # the interval shown is A − B, so a lower-is-better claim is supported below its bound
+        side = "inside" if upper is not None else ("below" if lower else "above")
+        return "supported", f"interval {side} the claim's bound"
+    if high < floor or (upper is not None and low > upper):
         return "contradicted", "interval outside the claim's bound"
     return "inconclusive", "interval too wide: it straddles the claim's bound"
 
