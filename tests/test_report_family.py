@@ -113,3 +113,30 @@ def test_the_family_shows_as_its_own_rows_and_rank_tables(tmp_path):
     assert rows == [label for label in names.values() for _ in (1, 64)]   # in each yaml's order, never pooled
     for slug in ("lora", "rslora", "lora-plus", "pissa", "dora"):   # a Table 6 layout (weight type × r) per method
         assert (tmp_path / "out" / f"table6_rank_sst2_{slug}.md").is_file()
+
+
+def test_a_setting_that_differs_only_between_training_sizes_splits_no_row(tmp_path):
+    """A low-data arm trained longer (10 epochs on 100 examples, 3 on 2000) is its own row by its size already: the
+    epochs join no label, so LoRA at 2000 examples still pairs with BitFit (trained only at 2000), and the scorecard
+    names each row's training size."""
+    for method, train, epochs, scores in (("lora", 2000, 3, (0.85, 0.86, 0.87)), ("bitfit", 2000, 3, (0.80, 0.81, 0.82)),
+                                          ("lora", 100, 10, (0.70, 0.71, 0.72)), ("full_ft", 100, 10, (0.60, 0.61, 0.62)),
+                                          ("full_ft", 2000, 3, (0.84, 0.85, 0.86))):
+        for seed, accuracy in enumerate(scores):
+            record = make_record("minilm", "sst2", method, seed, accuracy, r=8 if method == "lora" else None,
+                                 targets=["q", "v"] if method == "lora" else None, train=train)
+            record["config"]["trainer"]["epochs"] = epochs
+            folder = tmp_path / f"{method}-{train}-{seed}"
+            folder.mkdir()
+            (folder / "run.json").write_text(json.dumps(record))
+    done = frame(tmp_path)
+    assert set(done["variant"]) == {"r=8 {q,v}", ""}                  # no "epochs=…" in any label
+    card = claims.scorecard(done)
+    bitfit = card[card["claim"].str.startswith("lora-beats-bitfit") & (card["verdict"] != "not run")]
+    assert list(bitfit["train_samples"]) == ["2000"] and list(bitfit["ours"]) == [pytest.approx(5.0)]
+    low = card[card["claim"].str.startswith("lora-low-data")]
+    assert list(low["train_samples"]) == ["100"] and list(low["ours"]) == [pytest.approx(10.0)]
+    shown = claims.display(card)
+    assert "training examples" in shown.columns and set(shown["training examples"]) == {"100", "2000"}
+    one_size = claims.display(card[card["train_samples"] == "2000"])
+    assert "training examples" not in one_size.columns                  # one size: the column is left out

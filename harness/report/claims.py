@@ -30,8 +30,8 @@ from harness.report.records import zero_shot_mask
 from harness.report.tables import fmt_num, scale_of
 
 CLAIMS = Path(__file__).with_name("claims.yaml")
-COLUMNS = ["claim", "source", "paper", "test", "model", "task", "a", "b", "ours", "low", "high", "seeds", "examples",
-           "evidence", "p_value", "verdict", "why"]
+COLUMNS = ["claim", "source", "paper", "test", "model", "task", "train_samples", "a", "b", "ours", "low", "high",
+           "seeds", "examples", "evidence", "p_value", "verdict", "why"]
 GROUP = ["model", "task", "train_samples"]
 
 
@@ -255,7 +255,9 @@ def display(card: pd.DataFrame) -> pd.DataFrame:
     `A − B [low, high]`, p and counts as text (each claim's words and the paper's numbers: `legend`)."""
     card = card[card["verdict"] != "not run"]
     out = pd.DataFrame({"claim": [c.split(":", 1)[0] for c in card["claim"]]}, index=card.index)
-    out = out.join(card[["source", "test", "model", "task", "a", "b"]])
+    sizes = card["train_samples"].dropna()
+    shown = ["source", "test", "model", "task"] + (["train_samples"] if sizes.nunique() > 1 else []) + ["a", "b"]
+    out = out.join(card[shown]).rename(columns={"train_samples": "training examples"})   # when the sizes differ
     rows = records(card, ["ours", "low", "high", "seeds", "examples"])
     out["A − B [95 % interval]"] = [_effect_text(r) for r in rows]
     out["seeds / examples"] = [_counts(r) for r in rows]

@@ -130,7 +130,10 @@ def add_varying_settings(frame):
     settings = sorted(c for c in frame.columns if c.startswith("config.method."))
     scoring = score_settings(frame)
     values, text, codes = {c: done[c].tolist() for c in settings + scoring}, json_text(), {}
-    for (method, model, task, untrained), at in groups(done, ["method", "model", "task", "_untrained"]):
+    # per training-set size too: the size is its own row already, so a setting that differs only between sizes
+    # (more epochs for 100 examples than for 2000) splits no row and keeps each size comparable with other methods
+    for (method, model, task, size, untrained), at in groups(done, ["method", "model", "task", "train_samples",
+                                                                    "_untrained"]):
         if any(pd.isna(k) for k in (method, model, task)):
             continue
         # already in the label: the size (budget or the method's size parameter) and the targets; a setting that
@@ -143,7 +146,8 @@ def add_varying_settings(frame):
         varying = [c for c in candidates if _differ(c, at, values, defaults, text, codes, done)]
         if not varying:
             continue
-        rows = (frame["method"] == method) & (frame["model"] == model) & (frame["task"] == task) & (zero == untrained)
+        rows = (frame["method"] == method) & (frame["model"] == model) & (frame["task"] == task) \
+            & (frame["train_samples"] == size) & (zero == untrained)
         for column in varying:
             extra = [f"{column.rsplit('.', 1)[1]}={v}" for v in _as_run(frame.loc[rows, column], defaults)]
             frame.loc[rows, "variant"] = [f"{v} {e}".strip() for v, e in zip(frame.loc[rows, "variant"], extra)]
