@@ -121,19 +121,24 @@ def test_a_setting_that_differs_only_between_training_sizes_splits_no_row(tmp_pa
     names each row's training size."""
     for method, train, epochs, scores in (("lora", 2000, 3, (0.85, 0.86, 0.87)), ("bitfit", 2000, 3, (0.80, 0.81, 0.82)),
                                           ("lora", 100, 10, (0.70, 0.71, 0.72)), ("full_ft", 100, 10, (0.60, 0.61, 0.62)),
-                                          ("full_ft", 2000, 3, (0.84, 0.85, 0.86))):
+                                          ("full_ft", 2000, 3, (0.84, 0.85, 0.86)), ("lora-64", 2000, 3, (0.9,) * 3)):
         for seed, accuracy in enumerate(scores):
-            record = make_record("minilm", "sst2", method, seed, accuracy, r=8 if method == "lora" else None,
-                                 targets=["q", "v"] if method == "lora" else None, train=train)
+            lora = method.startswith("lora")   # lora-64: a rank arm, r = 64 on Wq, Wk, Wv, Wo
+            record = make_record("minilm", "sst2", "lora" if lora else method, seed, accuracy,
+                                 r=(64 if method == "lora-64" else 8) if lora else None,
+                                 targets=(["q", "k", "v", "o"] if method == "lora-64" else ["q", "v"]) if lora else None,
+                                 train=train)
             record["config"]["trainer"]["epochs"] = epochs
             folder = tmp_path / f"{method}-{train}-{seed}"
             folder.mkdir()
             (folder / "run.json").write_text(json.dumps(record))
     done = frame(tmp_path)
-    assert set(done["variant"]) == {"r=8 {q,v}", ""}                  # no "epochs=…" in any label
+    assert set(done["variant"]) == {"r=8 {q,v}", "r=64 {q,k,v,o}", ""}   # no "epochs=…" in any label
     card = claims.scorecard(done)
+    # Table 2's claims compare Table 2's LoRA (r = 8 on Wq, Wv), not the rank arm's r = 64 on four weight types
     bitfit = card[card["claim"].str.startswith("lora-beats-bitfit") & (card["verdict"] != "not run")]
     assert list(bitfit["train_samples"]) == ["2000"] and list(bitfit["ours"]) == [pytest.approx(5.0)]
+    assert list(bitfit["a"]) == ["lora r=8 {q,v}"]
     low = card[card["claim"].str.startswith("lora-low-data")]
     assert list(low["train_samples"]) == ["100"] and list(low["ours"]) == [pytest.approx(10.0)]
     shown = claims.display(card)
