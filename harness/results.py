@@ -13,6 +13,8 @@ import traceback
 from importlib import metadata
 from pathlib import Path
 
+import yaml
+
 from harness.io import read_json
 from harness.train.config import IDENTITY_UNLESS_DEFAULT, NOT_IDENTITY
 
@@ -90,12 +92,32 @@ def run_id(config: dict) -> str:
     for group, keys in DISPLAY_KEYS.items():
         for key in keys:
             (ident.get(group) or {}).pop(key, None)
+    method = ident.get("method") or {}
+    if method.get("budget") is not None:
+        # the budget picks the size (methods.Method.sized) and the record keeps the size that trained: the size is
+        # hashed at the method's composed default, as when the run was launched, so the record keeps its run_id
+        key = _size_param(method.get("name"))
+        if key in method:
+            method[key] = _composed_default(method["name"], key, method[key])
     task = ident.get("task") or {}
     if task.get("data_dir") and os.path.isabs(task["data_dir"]):
         # one folder, one identity: `/work/sweep/../shared/data` is `/work/shared/data`. A relative path stays as
         # written (it is read from where the command runs, and the records made before this rule keep their run_id)
         task["data_dir"] = os.path.realpath(task["data_dir"])
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _size_param(name) -> str | None:
+    import methods   # the registry (and torch), only for a run with a budget
+
+    return methods.size_param(name)
+
+
+def _composed_default(name: str, key: str, value):
+    """Method `name`'s `key` as its yaml (harness/conf/method/<name>.yaml) composes it; `value` without one."""
+    path = Path(__file__).resolve().parent / "conf" / "method" / f"{name}.yaml"
+    composed = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return composed.get(key, value) if isinstance(composed, dict) else value
 
 
 def _git(*args) -> str | None:

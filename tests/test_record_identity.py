@@ -17,7 +17,9 @@ def short_run(tiny_overrides, folder, *extra) -> dict:
 
 @pytest.mark.parametrize("extra", [["method=lora"], ["method=lora", "+method.dora=true"], ["method=rslora"],
                                    ["method=lora_plus"], ["method=adalora"], ["method=full_ft"], ["method=adapter_h"],
-                                   ["method=prefix_layer"]], ids=lambda e: "+".join(x.split("=")[-1] for x in e))
+                                   ["method=prefix_layer"], ["method=lora", "++method.budget=500"],
+                                   ["method=prefix_embed", "++method.budget=300"]],
+                         ids=lambda e: "+".join(x.split("=")[-1] for x in e))
 def test_the_record_hashes_to_its_run_id(extra, tiny_overrides, tmp_path):
     record = short_run(tiny_overrides, tmp_path, *extra)
     assert record["status"] == "completed"
@@ -31,3 +33,11 @@ def test_plain_lora_records_no_setting_added_after_its_first_records(tiny_overri
     assert dora["dora"] is True and "lr_ratio" not in dora
     rs = short_run(tiny_overrides, tmp_path / "rs", "method=rslora")["config"]["method"]
     assert rs["scaling"] == "rslora" and rs["lr_ratio"] == 1.0 and rs["dora"] is False   # its yaml sets them
+
+
+def test_a_budget_run_records_the_size_that_trained_and_keeps_its_run_id(tiny_overrides, tmp_path):
+    """method.budget picks the size (here a rank other than LoRA's composed r = 8); the record says which trained,
+    and its run_id is still the one it was launched under (the size hashed at its composed default)."""
+    record = short_run(tiny_overrides, tmp_path, "method=lora", "++method.budget=500")
+    assert record["config"]["method"]["budget"] == 500 and record["config"]["method"]["r"] != 8
+    assert results.run_id(record["config"]) == record["run_id"]   # run_id: the id it was launched under
