@@ -96,7 +96,9 @@ def run_id(config: dict) -> str:
     if method.get("budget") is not None:
         # the budget picks the size (methods.Method.sized) and the record keeps the size that trained: the size is
         # hashed at the method's composed default, as when the run was launched, so the record keeps its run_id
-        key = _size_param(method.get("name"))
+        import methods   # the registry (and torch), only for a run with a budget
+
+        key = methods.size_param(method.get("name"))
         if key in method:
             method[key] = _composed_default(method["name"], key, method[key])
     task = ident.get("task") or {}
@@ -105,12 +107,6 @@ def run_id(config: dict) -> str:
         # written (it is read from where the command runs, and the records made before this rule keep their run_id)
         task["data_dir"] = os.path.realpath(task["data_dir"])
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _size_param(name) -> str | None:
-    import methods   # the registry (and torch), only for a run with a budget
-
-    return methods.size_param(name)
 
 
 def _composed_default(name: str, key: str, value):
