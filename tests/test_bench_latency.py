@@ -64,3 +64,28 @@ def test_the_bench_command_dispatches_here(tmp_path):
         main(["latency", "--model", "tiny-bert", "--grid", "1x20", "--trials", "2", "--warmup", "0",
               "--variants", "base,adapter_p", "--out", str(tmp_path / "x.json")])
     assert exit_info.value.code == 0 and (tmp_path / "x.md").exists()
+
+
+
+def test_the_paired_overhead_has_its_bootstrap_interval_and_the_merged_verdict_reads_it():
+    """The paired overhead's 95 % interval over rounds brackets its point value; the GPU check's merged-LoRA verdict is
+    met / missed / inconclusive from those intervals (merged LoRA is the base graph: a noisy 1.3 % is not a miss)."""
+    from harness.bench.gpu_parts import merged_verdict
+    from harness.bench.latency import rows_for_cell
+
+    base = [10.0, 10.2, 9.9, 10.1, 10.0, 10.3, 9.8, 10.0]
+    factors = [1.03, 0.99, 1.02, 0.98, 1.013, 1.0, 0.97, 1.02]
+    models = {"base": torch.nn.Linear(2, 2), "lora_merged": torch.nn.Linear(2, 2)}
+    rows = rows_for_cell(models, {"base": 0, "lora_merged": 8},
+                         {"base": base, "lora_merged": [b * f for b, f in zip(base, factors)]}, 1, 8)
+    base_row, row = rows
+    assert base_row["overhead_pct_paired_low"] == base_row["overhead_pct_paired_high"] == 0.0
+    ordered = sorted(factors)
+    assert row["overhead_pct_paired"] == pytest.approx(100 * ((ordered[3] + ordered[4]) / 2 - 1), abs=0.01)  # 1.0065
+    assert row["overhead_pct_paired_low"] <= -1.0 and 1.0 < row["overhead_pct_paired_high"] <= 3.0
+    assert merged_verdict([row]) == "inconclusive"          # the interval straddles ±1 %
+    tight = {"overhead_pct_paired": 0.2, "overhead_pct_paired_low": -0.3, "overhead_pct_paired_high": 0.6}
+    slow = {"overhead_pct_paired": 4.0, "overhead_pct_paired_low": 2.5, "overhead_pct_paired_high": 5.0}
+    assert merged_verdict([tight]) == "met" and merged_verdict([tight, slow]) == "missed"
+    assert merged_verdict([]) == "not measured"
+    assert merged_verdict([{"overhead_pct_paired": 1.3}]) == "missed"   # no interval (one round): the point value

@@ -163,9 +163,11 @@ def markdown(found: dict, meta: dict) -> str:
         lines += ["", f"Paired overhead over the base model (%), {lat['trials']} rounds, {lat['dtype']}: merged LoRA worst "
                   f"|overhead| {lat['merged_worst_paired_overhead_pct']}% (target ≤ 1 %): **{lat['verdict']}**", "",
                   "| variant | " + " | ".join(f"{b}×{s}" for b, s in cells) + " |", "|---|" + "---:|" * len(cells)]
-        lines += [f"| {v} | " + " | ".join(f"{at[(v, b, s)]['latency_ms_median']:.2f} ms ({at[(v, b, s)]['overhead_pct_paired']:+.1f} %)"
-                                         for b, s in cells) + " |" for v in ("base", "lora_merged", "lora_unmerged")
-                  if (v, *cells[0]) in at]
+        lines += [f"| {v} | " + " | ".join(_latency_cell(at[(v, b, s)]) for b, s in cells) + " |"
+                  for v in ("base", "lora_merged", "lora_unmerged") if (v, *cells[0]) in at]
+        lines += ["", "Each cell: median latency (paired overhead over the base model [its 95 % bootstrap interval over "
+                  "rounds]); the verdict is met when every merged cell's interval lies within ±1 %, missed when one "
+                  "lies wholly outside, inconclusive otherwise."]
     else:
         lines += ["", "not run (time guard)"]
     lines += ["", "## accelerate launch (two processes)", "",
@@ -175,6 +177,12 @@ def markdown(found: dict, meta: dict) -> str:
         lines += ["", "## Skipped by the time guard", ""] + [f"- {s['section']} {s['kind']} {s['method'] or ''}: {s['reason']}"
                                                             for s in found["skipped"]]
     return "\n".join(lines) + "\n"
+
+
+def _latency_cell(r: dict) -> str:
+    ci = (f" [{r['overhead_pct_paired_low']:+.1f}, {r['overhead_pct_paired_high']:+.1f}]"
+          if r.get("overhead_pct_paired_low") is not None and r["variant"] != "base" else "")
+    return f"{r['latency_ms_median']:.2f} ms ({r['overhead_pct_paired']:+.1f} %{ci})"
 
 
 def parser() -> argparse.ArgumentParser:

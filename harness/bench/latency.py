@@ -26,8 +26,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from harness import catalog
 from harness.bench.common import BenchError, adapt, load_model, model_config
+from harness.stats import bootstrap_interval
 
 REPORTS = Path(__file__).resolve().parents[2] / "reports" / "bench"
 VARIANTS = ["base", "lora_merged", "lora_unmerged", "adapter_h", "adapter_p", "adapter_l", "adapter_d",
@@ -179,14 +182,19 @@ def rows_for_cell(models: dict, params: dict, times: dict, batch: int, seq: int)
         median = statistics.median(ts)
         # Paired: the median over rounds of this variant's time / the base model's in the same round, which cancels
         # load that drifts between rounds (a shared machine); the headline overhead uses the medians.
-        paired = statistics.median(t / b for t, b in zip(ts, base_times))
+        ratios = np.array([t / b for t, b in zip(ts, base_times)])
+        paired = float(np.median(ratios))
+        # its 95 % percentile-bootstrap interval over rounds (harness/stats.py): whether a small overhead is noise
+        ci = bootstrap_interval(lambda idx: float(np.median(ratios[idx])), len(ratios)) if len(ratios) > 1 else None
         rows.append({"variant": name, "batch": batch, "seq": seq, "prefix_positions": prefix_positions(models[name]),
                      "params": params[name], "latency_ms_median": round(median, 4),
                      "latency_ms_mean": round(statistics.fmean(ts), 4),
                      "latency_ms_std": round(statistics.stdev(ts), 4) if len(ts) > 1 else 0.0,
                      "latency_ms_min": round(min(ts), 4),
                      "overhead_pct": round(100 * (median / base_median - 1), 2),
-                     "overhead_pct_paired": round(100 * (paired - 1), 2), "trials": len(ts),
+                     "overhead_pct_paired": round(100 * (paired - 1), 2),
+                     "overhead_pct_paired_low": round(100 * (ci["low"] - 1), 2) if ci else None,
+                     "overhead_pct_paired_high": round(100 * (ci["high"] - 1), 2) if ci else None, "trials": len(ts),
                      "times_ms": [round(t, 4) for t in ts]})
     return rows
 
