@@ -193,6 +193,47 @@ def rescore_e2e(out: Path, capsys) -> dict:
 
 
 @pytest.mark.slow  # the official scorer's Java tools take ~10 s a call, and it is called twice
+def test_a_cut_decoding_resumes_from_its_journal_with_the_same_outputs(tmp_path):
+    """A decoding interrupted after two batches resumes from its journal: only the missing batches are decoded and
+    the outputs equal an uninterrupted decoding's; a journal for other trained values is ignored."""
+    mcfg, tok = tiny("tiny-llama")
+    torch.manual_seed(0)
+    model = load_causal_lm(mcfg).eval()
+    prompts = ["name : the eagle ||", "name : zizzi | food : french ||", "a ||", "name : the mill | area : riverside ||"]
+    gcfg = GenerationConfig(num_beams=2, max_new_tokens=5, batch_size=1, no_repeat_ngram_size=0)
+    whole = decoding.generate(model, tok, prompts, gcfg, progress=False)
+    journal, real = tmp_path / "generations.partial.jsonl", model.generate
+    calls = []
+
+    def cut_after(n):
+        def generate(*args, **kwargs):
+            if len(calls) == n:
+                raise KeyboardInterrupt("the session ended")
+            calls.append(1)
+            return real(*args, **kwargs)
+        return generate
+
+    model.generate = cut_after(2)
+    with pytest.raises(KeyboardInterrupt):
+        decoding.generate(model, tok, prompts, gcfg, progress=False, journal=journal)
+    assert len(journal.read_text().splitlines()) == 1 + 2            # its key, then one line per decoded item
+    calls.clear()
+    model.generate, counts = cut_after(99), {}
+    assert decoding.generate(model, tok, prompts, gcfg, progress=False, counts=counts, journal=journal) == whole
+    assert len(calls) == 2 and counts["reused"] == 2 and not journal.exists()   # removed once complete
+    # a journal left by other trained values (or prompts, or settings) is not read
+    calls.clear()
+    model.generate = cut_after(1)
+    with pytest.raises(KeyboardInterrupt):
+        decoding.generate(model, tok, prompts, gcfg, progress=False, journal=journal)
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.requires_grad).add_(0.5)
+    calls.clear()
+    model.generate, counts = cut_after(99), {}
+    decoding.generate(model, tok, prompts, gcfg, progress=False, counts=counts, journal=journal)
+    assert len(calls) == 4 and counts["reused"] == 0
+
+
 def test_e2e_lora_run_saves_generations_that_rescore_the_same(e2e_dir, tmp_path, tracker, capsys):
     cfg = compose_cfg("model=tiny-gpt2", "task=e2e", "method=lora", *overrides(
         e2e_dir, tmp_path, "trainer.epochs=2", "task.generation.num_beams=2"))
@@ -207,7 +248,7 @@ def test_e2e_lora_run_saves_generations_that_rescore_the_same(e2e_dir, tmp_path,
         {"loss", "token_accuracy"}, E2E_KEYS]
     assert metrics["best_epoch"] == 2 and metrics["final"]["bleu"] == metrics["best"]["bleu"]
     generations = (out / "generations.txt").read_text().splitlines()
-    assert len(generations) == len(E2E_MRS)
+    assert len(generations) == len(E2E_MRS) and not (out / "generations.partial.jsonl").exists()
     rescored = rescore_e2e(out, capsys)
     assert rescored == pytest.approx({k: metrics["best"][k] for k in rescored}, abs=1e-9)
     on_disk = json.loads((out / "run.json").read_text())

@@ -3,7 +3,10 @@ with label smoothing, the teacher-forced dev signals, and batched decoding. Used
 (harness/tasks/generation.py) for every generation dataset alike."""
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+from pathlib import Path
 from typing import Callable
 
 import datasets
@@ -109,20 +112,71 @@ def new_tokens(rows: torch.Tensor, eos: int) -> int:
     return int(first.sum())
 
 
+def journal_key(model, prompts: list[str], gcfg) -> str:
+    """What a decoding journal's outputs depend on: the trained parameters' values (every parameter that requires a
+    gradient, by name), the prompts and the decoding settings."""
+    digest = hashlib.sha256()
+    for name, param in sorted((n, p) for n, p in model.named_parameters() if p.requires_grad):
+        digest.update(name.encode())
+        digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    digest.update(json.dumps([prompts, sorted((k, repr(v)) for k, v in vars(gcfg).items())]).encode())
+    return digest.hexdigest()
+
+
+def read_journal(path: Path | None, key: str) -> dict[int, str]:
+    """The outputs a journal holds for `key` ({} when absent, for another key, or unreadable past its last whole line)."""
+    if path is None or not path.is_file():
+        return {}
+    lines = path.read_text(encoding="utf-8").splitlines()
+    try:
+        if not lines or json.loads(lines[0]).get("key") != key:
+            return {}
+    except json.JSONDecodeError:
+        return {}
+    done = {}
+    for line in lines[1:]:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:   # a line cut by the interruption: that batch is decoded again
+            break
+        done[int(entry["i"])] = entry["text"]
+    return done
+
+
 @torch.no_grad()
-def generate(model, tokenizer, prompts: list[str], gcfg, progress: bool = True, counts: dict | None = None) -> list[str]:
+def generate(model, tokenizer, prompts: list[str], gcfg, progress: bool = True, counts: dict | None = None,
+             journal: Path | None = None) -> list[str]:
     """Decode every prompt, in batches of similar length (left padding, so all continue at the same position), each
     step reading the keys and values of the earlier positions from the KV cache (`use_cache`); `counts["tokens"]`,
-    when given, gains the number of tokens decoded."""
+    when given, gains the number of tokens decoded, `counts["reused"]` the items taken from the journal.
+
+    `journal`: a file each decoded batch is appended to, so that a decoding cut short (a session's end, a signal)
+    resumes where it stopped: a later call with the same trained parameters, prompts and settings (journal_key) skips
+    the batches the journal holds. The batches are the same either way (length order, then batch_size), so a resumed
+    decoding gives the outputs an uninterrupted one gives. The journal is removed once every prompt is decoded."""
     eos, pad = special_ids(tokenizer)
     device = next(model.parameters()).device
     encoded = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
     order = length_order([len(ids) for ids in encoded])
     outputs: list[str] = [""] * len(prompts)
     hf_cfg = gcfg.hf(eos, pad)
+    key = journal_key(model, prompts, gcfg) if journal is not None else ""
+    done = read_journal(journal, key)
+    if journal is not None:
+        if done:
+            log.info("decoding resumes: %d of %d items from %s", len(done), len(prompts), journal)
+        kept = [json.dumps({"key": key})] + [json.dumps({"i": i, "text": t}) for i, t in sorted(done.items())]
+        journal.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    if counts is not None:
+        counts["reused"] = counts.get("reused", 0) + len(done)
     bar = tqdm(total=len(prompts), desc="generate", disable=not progress, dynamic_ncols=True, mininterval=1.0)
     for start in range(0, len(order), gcfg.batch_size):
         chunk = order[start:start + gcfg.batch_size]
+        if all(i in done for i in chunk):
+            for i in chunk:
+                outputs[i] = done[i]
+            bar.update(len(chunk))
+            continue
         width = max(len(encoded[i]) for i in chunk)
         ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in chunk], device=device)
         mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in chunk], device=device)
@@ -131,6 +185,11 @@ def generate(model, tokenizer, prompts: list[str], gcfg, progress: bool = True, 
             outputs[i] = one_line(tokenizer.decode(row, skip_special_tokens=True))
         if counts is not None:
             counts["tokens"] = counts.get("tokens", 0) + new_tokens(out[:, width:], eos)
+        if journal is not None:
+            with journal.open("a", encoding="utf-8") as f:
+                f.write("".join(json.dumps({"i": i, "text": outputs[i]}) + "\n" for i in chunk))
         bar.update(len(chunk))
     bar.close()
+    if journal is not None:
+        journal.unlink(missing_ok=True)
     return outputs

@@ -98,14 +98,17 @@ class Decoder:
     generations: list[str] | None = None       # behind `best`
     latest: list[str] | None = None            # of the latest call
     work: dict = field(default_factory=lambda: {"seconds": 0.0, "items": 0, "tokens": 0})   # every call's, summed
+    journal: Path | None = None                # the final decoding's (after_run): resumable after an interruption
 
     def __call__(self, model) -> dict:
         was_training = model.training
         model.eval()
         since = time.perf_counter()
-        outputs = decoding.generate(model, self.tokenizer, self.data.prompts, self.gcfg, self.progress, self.work)
+        reused = self.work.get("reused", 0)
+        outputs = decoding.generate(model, self.tokenizer, self.data.prompts, self.gcfg, self.progress, self.work,
+                                    self.journal)
         self.work["seconds"] += time.perf_counter() - since
-        self.work["items"] += len(outputs)
+        self.work["items"] += len(outputs) - (self.work.get("reused", 0) - reused)   # decoded here, not read back
         model.train(was_training)
         scores, self.latest = (self.data.score(outputs) if self.data.scored else {}), outputs
         if self.generations is None or not self.data.scored or scores[self.headline] > self.best[self.headline]:
@@ -129,6 +132,7 @@ def after_run_fn(decoder: Decoder, decode_at_end: bool, samples: int) -> Callabl
             log.warning("the generations behind the best epoch were not kept (resumed run): decoding the final model, "
                         "which becomes the result")
         if decode_at_end or lost:  # the final model is the result: its scores join the last epoch's row
+            decoder.journal = Path(output_dir) / "generations.partial.jsonl"   # a cut decoding resumes from it
             scores = decoder(model)
             decoder.best, decoder.generations = scores, decoder.latest
             last = metrics["per_epoch"][-1]
