@@ -234,6 +234,41 @@ def test_a_cut_decoding_resumes_from_its_journal_with_the_same_outputs(tmp_path)
     assert len(calls) == 4 and counts["reused"] == 0
 
 
+class Cut(BaseException):
+    """Stands for a kill during the final decoding."""
+
+
+def test_a_run_killed_during_its_final_decoding_resumes_it_where_it_stopped(e2e_dir, tmp_path, monkeypatch):
+    """Rerunning the command of a run killed while decoding (its training done) resumes the decoding from its journal:
+    the batches already decoded are not decoded again, and the generations and scores are the uninterrupted run's."""
+    from transformers.generation.utils import GenerationMixin
+
+    cfg = lambda: compose_cfg("model=tiny-gpt2", "task=e2e", "method=lora", *overrides(  # noqa: E731
+        e2e_dir, tmp_path, "task.generation.num_beams=2", "task.generation.batch_size=1"))
+    whole = run(cfg(), tmp_path / "whole")
+    real, calls = GenerationMixin.generate, []
+
+    def cut_after(n):
+        def generate(self, *args, **kwargs):
+            if len(calls) == n:
+                raise Cut()
+            calls.append(1)
+            return real(self, *args, **kwargs)
+        return generate
+
+    monkeypatch.setattr(GenerationMixin, "generate", cut_after(2))
+    with pytest.raises(Cut):
+        run(cfg(), tmp_path / "cut")
+    assert (tmp_path / "cut" / "generations.partial.jsonl").is_file()
+    calls.clear()
+    monkeypatch.setattr(GenerationMixin, "generate", cut_after(99))
+    resumed = run(cfg(), tmp_path / "cut")
+    assert resumed["status"] == "completed" and len(calls) == len(E2E_MRS) - 2
+    assert (tmp_path / "cut" / "generations.txt").read_text() == (tmp_path / "whole" / "generations.txt").read_text()
+    assert resumed["metrics"]["best"] == whole["metrics"]["best"]
+    assert not (tmp_path / "cut" / "generations.partial.jsonl").exists()
+
+
 def test_e2e_lora_run_saves_generations_that_rescore_the_same(e2e_dir, tmp_path, tracker, capsys):
     cfg = compose_cfg("model=tiny-gpt2", "task=e2e", "method=lora", *overrides(
         e2e_dir, tmp_path, "trainer.epochs=2", "task.generation.num_beams=2"))
