@@ -39,7 +39,7 @@ def test_cpu_path_trains_every_method_and_writes_its_outputs(tmp_path):
     assert {r["variant"] for r in found["latency"]["rows"]} == {"base", "lora_merged", "lora_unmerged"}
     assert found["accelerate"]["status"] == "skipped" and found["skipped"] == []
     text = (tmp_path / "gpu" / "gpu_check.md").read_text()
-    assert "LoRA / full FT training tokens/s" in text and "## Causal LM" in text and "| lora_merged |" in text
+    assert "LoRA's training speed over full FT's (median step time" in text and "## Causal LM" in text and "| lora_merged |" in text
 
 
 def test_time_guard_skips_what_would_not_fit_and_says_so(tmp_path):

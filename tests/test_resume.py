@@ -133,10 +133,17 @@ def test_checkpoints_keep_the_newest_and_ignore_others(tmp_path):
     assert Checkpoints(tmp_path, run_id="abc", keep=0).save({"step": 10}) is None
 
 
+def _default_sigint():
+    """In the child before exec: SIGINT back to its default. A suite started in the background by a non-interactive
+    shell (`pytest &`) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: a Ctrl-C test
+    would see the run finish instead (a user's terminal delivers SIGINT with its default action)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _cli(args, cwd):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # both runs the same thread count: same float results
     return subprocess.Popen([sys.executable, "-m", "harness.run", *args], cwd=cwd, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=_default_sigint)
 
 
 def _only_run_dir(cwd):
