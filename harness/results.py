@@ -13,8 +13,7 @@ import traceback
 from importlib import metadata
 from pathlib import Path
 
-import yaml
-
+from harness import catalog
 from harness.io import read_json
 from harness.train.config import IDENTITY_UNLESS_DEFAULT, NOT_IDENTITY
 
@@ -100,20 +99,13 @@ def run_id(config: dict) -> str:
 
         key = methods.size_param(method.get("name"))
         if key in method:
-            method[key] = _composed_default(method["name"], key, method[key])
+            method[key] = catalog.method_meta(method["name"]).get(key, method[key])   # its conf/method yaml
     task = ident.get("task") or {}
     if task.get("data_dir") and os.path.isabs(task["data_dir"]):
         # one folder, one identity: `/work/sweep/../shared/data` is `/work/shared/data`. A relative path stays as
         # written (it is read from where the command runs, and the records made before this rule keep their run_id)
         task["data_dir"] = os.path.realpath(task["data_dir"])
     return hashlib.sha1(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _composed_default(name: str, key: str, value):
-    """Method `name`'s `key` as its yaml (harness/conf/method/<name>.yaml) composes it; `value` without one."""
-    path = Path(__file__).resolve().parent / "conf" / "method" / f"{name}.yaml"
-    composed = yaml.safe_load(path.read_text(encoding="utf-8")) if path.is_file() else None
-    return composed.get(key, value) if isinstance(composed, dict) else value
 
 
 def _git(*args) -> str | None:

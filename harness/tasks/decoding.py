@@ -148,7 +148,8 @@ def generate(model, tokenizer, prompts: list[str], gcfg, progress: bool = True, 
              journal: Path | None = None) -> list[str]:
     """Decode every prompt, in batches of similar length (left padding, so all continue at the same position), each
     step reading the keys and values of the earlier positions from the KV cache (`use_cache`); `counts["tokens"]`,
-    when given, gains the number of tokens decoded, `counts["reused"]` the items taken from the journal.
+    when given, gains the number of tokens decoded, `counts["items"]` the prompts decoded here and `counts["reused"]`
+    those taken from the journal.
 
     `journal`: a file each decoded batch is appended to, so that a decoding cut short (a session's end, a signal)
     resumes where it stopped: a later call with the same trained parameters, prompts and settings (journal_key) skips
@@ -185,6 +186,7 @@ def generate(model, tokenizer, prompts: list[str], gcfg, progress: bool = True, 
             outputs[i] = one_line(tokenizer.decode(row, skip_special_tokens=True))
         if counts is not None:
             counts["tokens"] = counts.get("tokens", 0) + new_tokens(out[:, width:], eos)
+            counts["items"] = counts.get("items", 0) + len(chunk)
         if journal is not None:
             with journal.open("a", encoding="utf-8") as f:
                 f.write("".join(json.dumps({"i": i, "text": outputs[i]}) + "\n" for i in chunk))

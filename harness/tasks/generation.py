@@ -104,11 +104,10 @@ class Decoder:
         was_training = model.training
         model.eval()
         since = time.perf_counter()
-        reused = self.work.get("reused", 0)
+        # self.work gains the tokens and items decoded here (not those read back from the journal)
         outputs = decoding.generate(model, self.tokenizer, self.data.prompts, self.gcfg, self.progress, self.work,
                                     self.journal)
         self.work["seconds"] += time.perf_counter() - since
-        self.work["items"] += len(outputs) - (self.work.get("reused", 0) - reused)   # decoded here, not read back
         model.train(was_training)
         scores, self.latest = (self.data.score(outputs) if self.data.scored else {}), outputs
         if self.generations is None or not self.data.scored or scores[self.headline] > self.best[self.headline]:
