@@ -52,8 +52,10 @@ def paired_difference(metric: Callable[[np.ndarray, np.ndarray], float], preds_a
                       preds_b: list[np.ndarray], labels: np.ndarray, resamples: int = RESAMPLES,
                       level: float = LEVEL, seed: int = 0, confusion: Callable | None = None) -> dict:
     """A − B where `preds_a[s]`, `preds_b[s]` are the two methods' predictions under seed s on the same examples
-    (`labels`): the difference of their seed-mean metric, its paired bootstrap interval (examples resampled, the same
-    resample for every seed and both methods) and the two-sided approximate-randomization p-value. `confusion`: the
+    (`labels`; a prediction is a value or, for a corpus metric, a row of the example's sufficient statistics, such as
+    its BLEU n-gram counts): the difference of their seed-mean metric, its paired bootstrap interval (examples
+    resampled, the same resample for every seed and both methods) and the two-sided approximate-randomization p-value
+    (the same swap mask as for values: a row swaps whole). `confusion`: the
     same metric from confusion counts (harness/metrics/glue.py CONFUSION), which gives the same numbers, bit for bit,
     from a few matrix products instead of a metric call per resample, seed and method (paired_differences)."""
     if confusion is not None:
@@ -70,7 +72,8 @@ def paired_difference(metric: Callable[[np.ndarray, np.ndarray], float], preds_a
     everything = np.arange(n)
     interval = bootstrap_interval(lambda idx: diff(a, b, idx), n, resamples, level, seed)
     rng = np.random.default_rng(seed + 1)
-    swaps = (rng.random(n) < 0.5 for _ in range(resamples))   # per example, the same swap under every seed
+    # per example, the same swap under every seed; an example's row may be a vector (a segment's BLEU counts)
+    swaps = (rng.random(n).reshape(n, *[1] * (a.ndim - 2)) < 0.5 for _ in range(resamples))
     swapped = [diff(np.where(s, b, a), np.where(s, a, b), everything) for s in swaps]
     return _paired_result(diff(a, b, everything), interval, swapped, len(a), n, resamples, level)
 

@@ -153,3 +153,79 @@ def test_the_adalora_claim_compares_only_equal_rank_and_targets(frames, tmp_path
     rows = claims.evaluate_runs(claim, tables.completed_runs(runs))
     assert sorted((row["a"], row["b"]) for row in rows) == [("adalora target_r=1 {q,v}", "lora r=1 {q,v}"),
                                                             ("adalora target_r=8 {q,v}", "lora r=8 {q,v}")]
+
+
+# E2E: BLEU is a corpus metric, so the paired test resamples MRs through their n-gram counts (generations.txt and
+# references.txt beside each run.json, the official scorer's files).
+MRS = 60
+WORDS = "the eagle is a family friendly coffee shop near burger king in the city centre with low prices".split()
+
+
+def write_e2e_run(root, method, seed, hypotheses, references, name=None):
+    """A run.json whose BLEU is mteval's on `hypotheses` (METEOR: half of it), with generations.txt and references.txt."""
+    from harness.metrics.e2e import mteval_bleu_nist
+
+    bleu = mteval_bleu_nist(hypotheses, references)[0]
+    folder = root / (name or f"e2e-{method}-{seed}")
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text(json.dumps(make_record("smollm2", "e2e", method, seed, {"bleu": bleu, "meteor": bleu / 2},
+                                                            train=2000)))
+    (folder / "generations.txt").write_text("".join(h + "\n" for h in hypotheses))
+    (folder / "references.txt").write_text("\n".join("\n".join(rs) + "\n" for rs in references))
+    return bleu
+
+
+def e2e_corpus(seed: int, rate: float):
+    """(references: 3 per MR, hypotheses: each MR's first reference with about `rate` of its words damaged)."""
+    rng = np.random.default_rng(seed)
+    refs = [[" ".join(rng.choice(WORDS, 12)) for _ in range(3)] for _ in range(MRS)]
+    return refs, damage(refs, rate, seed)
+
+
+def test_e2e_bleu_cells_are_compared_over_mrs_from_their_ngram_counts(tmp_path):
+    from harness.report import evidence
+
+    refs = e2e_corpus(0, 0.0)[0]
+    near, bad = {}, {}
+    for seed in range(3):
+        near[seed] = write_e2e_run(tmp_path, "lora", seed, damage(refs, 0.1, seed), refs)
+        bad[seed] = write_e2e_run(tmp_path, "ft_top2", seed, [" ".join(h.split()[:4]) for h in damage(refs, 0.1, seed)],
+                                  refs)                                    # truncated to 4 words: far worse
+    files, _ = report.find_run_files([str(tmp_path)])
+    runs = tables.completed_runs(report.records_to_frame(report.load_records(files)[0]))
+    lora, top2 = runs[runs.method == "lora"], runs[runs.method == "ft_top2"]
+    evidence.forget()
+    worse = evidence.compare(top2, lora, "bleu")
+    # the observed difference is the recorded one (mteval's BLEU, recomputed from each MR's counts), over all 60 MRs
+    assert worse["evidence"] == "examples" and worse["seeds"] == 3 and worse["examples"] == MRS
+    assert worse["diff"] == pytest.approx(np.mean([bad[s] - near[s] for s in range(3)]), abs=1e-12)
+    # significant over MRs, where the sign-flip test over 3 seeds could not go below p = 0.25
+    assert worse["p_value"] < 0.01 and worse["high"] < 0
+    tie = evidence.compare(lora, lora, "bleu")
+    assert tie["diff"] == 0 and tie["p_value"] == 1.0
+    # METEOR has no per-MR statistics: the seeds' evidence
+    assert evidence.compare(top2, lora, "meteor")["evidence"] == "seeds"
+
+
+def damage(refs, rate: float, seed: int) -> list[str]:
+    """Each MR's first reference with about `rate` of its words replaced by one that is in no reference."""
+    rng = np.random.default_rng(seed)
+    return [" ".join("zzz" if rng.random() < rate else w for w in rs[0].split()) for rs in refs]
+
+
+def test_e2e_runs_on_other_references_are_not_paired_over_mrs(tmp_path):
+    from harness.report import evidence
+
+    refs, hyps = e2e_corpus(0, 0.2)
+    other = [rs[:2] for rs in refs]                        # the same MRs, one reference fewer: another evaluation
+    for seed in range(2):
+        write_e2e_run(tmp_path, "full_ft", seed, hyps, refs)
+        write_e2e_run(tmp_path, "lora", seed, hyps, other)
+    write_e2e_run(tmp_path, "adapter_h", 0, hyps[:-1], refs)   # one generation short of its references
+    (tmp_path / "e2e-adapter_h-0" / "references.txt").write_text("\n".join("\n".join(rs) + "\n" for rs in refs))
+    files, _ = report.find_run_files([str(tmp_path)])
+    runs = tables.completed_runs(report.records_to_frame(report.load_records(files)[0]))
+    evidence.forget()
+    assert evidence.compare(runs[runs.method == "lora"], runs[runs.method == "full_ft"], "bleu")["evidence"] == "seeds"
+    assert evidence.compare(runs[runs.method == "adapter_h"], runs[runs.method == "full_ft"],
+                            "bleu")["evidence"] == "one seed"

@@ -83,6 +83,19 @@ def test_seeds_are_paired_and_averaged():
     assert stats.paired_difference(accuracy, a, b, labels, resamples=10)["diff"] == pytest.approx(0.125)
 
 
+def test_rows_of_statistics_swap_and_resample_whole_as_values_do():
+    """A corpus metric's examples are rows of sufficient statistics (E2E: each MR's BLEU counts). Accuracy from rows
+    (right, 1) summed over examples is the same test as accuracy from predictions: equal numbers, bit for bit."""
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 80)
+    a = [np.where(rng.random(80) < p, labels, 1 - labels) for p in (0.9, 0.85)]
+    b = [np.where(rng.random(80) < p, labels, 1 - labels) for p in (0.7, 0.75)]
+    rows = [np.stack([(x == labels).astype(float), np.ones(80)], axis=1) for x in a + b]
+    from_rows = stats.paired_difference(lambda r, _: float(r[:, 0].sum() / r[:, 1].sum()), rows[:2], rows[2:], labels,
+                                        resamples=300)
+    assert from_rows == stats.paired_difference(accuracy, a, b, labels, resamples=300)
+
+
 def test_seed_interval_is_students_t():
     values = [0.81, 0.84, 0.80, 0.83, 0.82]
     found = stats.seed_interval(values)

@@ -4,7 +4,10 @@ The strongest evidence available is used, and named in every table and claim row
 
     examples   every run of both cells kept its best epoch's per-example predictions (predictions.jsonl.gz beside its
                run.json) for the same examples: the difference of the seed-mean headline metric over the seeds both
-               cells ran, its paired bootstrap interval and the approximate-randomization p-value (harness/stats.py)
+               cells ran, its paired bootstrap interval and the approximate-randomization p-value (harness/stats.py).
+               A corpus metric with per-segment sufficient statistics (E2E's BLEU: each MR's clipped n-gram matches,
+               n-gram counts and reference length, summed over the MRs as mteval does) is tested the same way from
+               the generations.txt and references.txt beside each run.json, on the same references
     seeds      no predictions, but ≥ 2 seeds in common: the per-seed differences, their mean with a Student t interval
                and the exact sign-flip permutation p-value (with 3 seeds the smallest possible p is 0.25)
     one seed   a single seed in common: the difference, with no interval and no test
@@ -15,19 +18,23 @@ Values are on the scorer's scale (0.912, not 91.2).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import math
 import re
 import warnings
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from harness import stats
 from harness.metrics import glue as glue_metrics
+from harness.metrics.e2e import BLEU_N, bleu_counts, bleu_from_counts, read_references, read_system_outputs
 from harness.report.frames import records
 
 PREDICTIONS = "predictions.jsonl.gz"
+GENERATIONS, REFERENCES = "generations.txt", "references.txt"   # a generation run's outputs, the official scorer's files
 LEVEL = 0.05   # a cell is "significantly worse" than the column's best at p < LEVEL
 BATCH_PAIRS = 256   # comparisons computed together: their runs' resampled counts are held at once
 # What one report has read and compared (forget() drops it): predictions by run.json path, results by pair.
@@ -56,6 +63,37 @@ def _rows(source: str) -> tuple | None:
             found = shared.setdefault(ids, ids), shared.setdefault((labels.dtype.str, labels.tobytes()), labels), preds
         kept[source] = found
     return kept[source]
+
+
+def _corpus_bleu(counts: np.ndarray, labels: np.ndarray) -> float:
+    """Corpus BLEU (mteval's) of the segments whose rows `counts` holds (harness/metrics/e2e.py bleu_counts)."""
+    total = counts.sum(axis=0)
+    return bleu_from_counts(total[:BLEU_N], total[BLEU_N:2 * BLEU_N], total[-1])
+
+
+# Corpus metrics tested per segment: metric → (a segment's sufficient statistics from its hypothesis and references,
+# the metric from the rows of those statistics).
+SEGMENTS = {"bleu": (bleu_counts, _corpus_bleu)}
+
+
+def _segments(source: str, metric: str) -> tuple | None:
+    """(the references' key, labels (placeholders), each segment's statistics of `metric`) of the generation run whose
+    run.json is `source`, from its generations.txt and references.txt; None when either is missing, their counts
+    differ or `metric` has no per-segment statistics. Runs on the same references share one key and one label object."""
+    kept, folder = _SEEN["rows"], Path(source).parent
+    if (source, metric) not in kept:
+        found = None
+        if metric in SEGMENTS and (folder / GENERATIONS).is_file() and (folder / REFERENCES).is_file():
+            hypotheses, references = read_system_outputs(folder / GENERATIONS), read_references(folder / REFERENCES)
+            if hypotheses and len(hypotheses) == len(references):
+                statistics = SEGMENTS[metric][0]
+                rows = np.array([statistics(h, rs) for h, rs in zip(hypotheses, references)], dtype=float)
+                key = ("references", hashlib.sha256((folder / REFERENCES).read_bytes()).hexdigest())
+                shared = _SEEN["shared"]
+                labels = shared.setdefault(("segments", len(rows)), np.zeros(len(rows)))
+                found = shared.setdefault(key, key), labels, rows
+        kept[(source, metric)] = found
+    return kept[(source, metric)]
 
 
 def read_predictions(path: Path) -> tuple:
@@ -108,7 +146,15 @@ def compare_many(pairs: list[tuple], seed: int = 0) -> list[dict]:
         keys.append((metric, seed, tuple((a[s]["source"], b[s]["source"]) for s in shared), tuple(per_seed)))
         if keys[-1] in results:
             continue
-        paired = _paired_predictions([a[s]["source"] for s in shared], [b[s]["source"] for s in shared])
+        sources = [a[s]["source"] for s in shared], [b[s]["source"] for s in shared]
+        paired = _paired_predictions(*sources)
+        if paired is None and metric in SEGMENTS:   # a generation task's corpus metric: per-segment statistics
+            paired = _paired_predictions(*sources, read=lambda source: _segments(str(source), metric))
+            if paired:
+                labels, rows_a, rows_b = paired
+                results[keys[-1]] = _examples(per_seed, stats.paired_difference(SEGMENTS[metric][1], rows_a, rows_b,
+                                                                                labels, seed=seed))
+                continue
         if paired and metric in glue_metrics.CONFUSION:   # together with the other pairs on these examples
             batches.setdefault((metric, id(paired[0])), []).append((keys[-1], paired))
         elif paired and metric in glue_metrics.FAST:      # no confusion counts (correlations): the per-resample loop
@@ -154,9 +200,10 @@ def seed_evidence(per_seed: list[float], interval: bool = True) -> dict:
     return found
 
 
-def _paired_predictions(sources_a: list[str], sources_b: list[str]):
-    """(labels, [A's predictions per seed], [B's per seed]) when every run kept predictions on the same examples."""
-    loaded = [_rows(str(s)) for s in sources_a + sources_b]
+def _paired_predictions(sources_a: list[str], sources_b: list[str], read: Callable | None = None):
+    """(labels, [A's predictions per seed], [B's per seed]) when every run kept predictions on the same examples
+    (`read`: a run's (ids, labels, predictions) from its run.json's path, or None)."""
+    loaded = [(read or _rows)(str(s)) for s in sources_a + sources_b]
     if not loaded or any(r is None for r in loaded) or len({r[0] for r in loaded}) != 1:
         return None
     if any(r[1] is not loaded[0][1] and not np.array_equal(r[1], loaded[0][1]) for r in loaded):
