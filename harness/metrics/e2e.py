@@ -136,10 +136,15 @@ def bleu_interval(hypotheses: list[str], references: list[list[str]], seed: int 
     counts = np.array([bleu_counts(h, rs) for h, rs in zip(hypotheses, references)], dtype=float)
 
     def bleu(idx):
-        total = counts[idx].sum(axis=0)
-        return bleu_from_counts(total[:BLEU_N], total[BLEU_N:2 * BLEU_N], total[-1])
+        return corpus_bleu_of_rows(counts[idx])
 
     return {"metric": "bleu", "value": bleu(np.arange(len(counts))), **bootstrap_interval(bleu, len(counts), seed=seed)}
+
+
+def corpus_bleu_of_rows(counts) -> float:
+    """Corpus BLEU of the segments whose `bleu_counts` rows `counts` holds, summed over them as mteval does."""
+    total = counts.sum(axis=0)
+    return bleu_from_counts(total[:BLEU_N], total[BLEU_N:2 * BLEU_N], total[-1])
 
 
 def mteval_bleu_nist(hypotheses: list[str], references: list[list[str]]) -> tuple[float, float]:

@@ -30,7 +30,7 @@ import numpy as np
 
 from harness import stats
 from harness.metrics import glue as glue_metrics
-from harness.metrics.e2e import BLEU_N, bleu_counts, bleu_from_counts, read_references, read_system_outputs
+from harness.metrics.e2e import bleu_counts, corpus_bleu_of_rows, read_references, read_system_outputs
 from harness.report.frames import records
 
 PREDICTIONS = "predictions.jsonl.gz"
@@ -65,15 +65,9 @@ def _rows(source: str) -> tuple | None:
     return kept[source]
 
 
-def _corpus_bleu(counts: np.ndarray, labels: np.ndarray) -> float:
-    """Corpus BLEU (mteval's) of the segments whose rows `counts` holds (harness/metrics/e2e.py bleu_counts)."""
-    total = counts.sum(axis=0)
-    return bleu_from_counts(total[:BLEU_N], total[BLEU_N:2 * BLEU_N], total[-1])
-
-
 # Corpus metrics tested per segment: metric → (a segment's sufficient statistics from its hypothesis and references,
-# the metric from the rows of those statistics).
-SEGMENTS = {"bleu": (bleu_counts, _corpus_bleu)}
+# the metric from the rows of those statistics and the labels, unused).
+SEGMENTS = {"bleu": (bleu_counts, lambda counts, labels: corpus_bleu_of_rows(counts))}
 
 
 def _segments(source: str, metric: str) -> tuple | None:
