@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from harness import report
 from harness.report import claims, tables
@@ -83,6 +84,23 @@ def test_a_claim_without_runs_is_not_run(frames):
                     "     a: {method: prefix_layer}, b: {method: lora}}\n")
     card = claims.scorecard(tables.completed_runs(frames[0]), path=str(path))
     assert list(card["verdict"]) == ["not run"]
+
+
+def test_a_claim_is_tested_only_on_its_tables_task_family(frames):
+    """Table 2's claims were measured on GLUE: an E2E (or WikiSQL) report does not test them, Table 3's claims do."""
+    claim = {"id": "x", "claim": "x", "source": "T", "paper": "p", "test": "superior", "margin": 0.0,
+             "a": {"method": "full_ft"}, "b": {"method": "bitfit"}}
+    for i, (where, verdict) in enumerate([([("task_family", "glue")], ["supported"]),
+                                          ([("task_family", "e2e")], ["not run"]),
+                                          ([("tasks", ["e2e"])], ["not run"]), ([("tasks", ["sst2"])], ["supported"])]):
+        path = frames[2] / f"claims_family_{i}.yaml"   # claims files are read once per path
+        path.write_text(yaml.safe_dump({"claims": [{**claim, **dict(where)}]}))
+        assert list(claims.scorecard(tables.completed_runs(frames[0]), path=str(path))["verdict"]) == verdict, where
+    shipped = {c["id"]: c for c in claims.load()}
+    assert all(c.get("task_family") == "glue" for c in shipped.values() if c["source"] == "Table 2")
+    assert all(c.get("tasks") == ["e2e"] for c in shipped.values() if c["source"] == "Table 3")
+    assert {"lora-vs-ft-e2e", "lora-vs-prefix-layer-e2e", "lora-vs-adapter-h-e2e", "lora-vs-adapter-l-e2e",
+            "lora-vs-ft-top2-e2e"} <= set(shipped)
 
 
 def test_verdict_boundaries():

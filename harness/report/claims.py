@@ -168,9 +168,12 @@ class Runs:
 def _pairs(claim: dict, done: pd.DataFrame, runs: Runs):
     """(where, A's runs, B's runs, headline metric) per (model, task, training size) and pair of configurations."""
     sides, headline = {side: _select(done, claim[side]) for side in ("a", "b")}, done["headline"].to_numpy()
+    family = _column(done, "task_family").to_numpy()
     for key, at in runs.groups:
         where = dict(zip(GROUP, key))
         if claim.get("tasks") and where["task"] not in claim["tasks"]:
+            continue
+        if claim.get("task_family") and family[at[0]] != claim["task_family"]:
             continue
         if "train_samples" in claim["a"] and not _smallest_size(done, where):
             continue
@@ -231,7 +234,7 @@ def evaluate_latency(claim: dict, benches: list[dict]) -> list[dict]:
 
 # The runs-frame columns the claims read (their selectors, groups, labels and evidence) besides the metrics: the runs
 # are narrowed to them first, so that grouping thousands of runs does not slice hundreds of other columns.
-READ = {*GROUP, "variant", "variant_size", "method", "targets", "headline", "seed", "source", "zero_shot",
+READ = {*GROUP, "task_family", "variant", "variant_size", "method", "targets", "headline", "seed", "source", "zero_shot",
         "config.trainer.epochs", "config.trainer.max_steps"}   # and every metrics.* and config.method.* column
 ZERO_SHOT = "_zero_shot"   # records.zero_shot_mask of the runs, read once for every claim's selectors
 
