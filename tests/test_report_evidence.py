@@ -58,6 +58,22 @@ def test_bold_marks_ties_and_cells_not_significantly_worse(frames):
     assert any("paired approximate-randomization test over evaluation examples" in n for n in table["notes"])
 
 
+def test_a_value_that_could_not_be_tested_is_not_bold(tmp_path):
+    """One seed and no per-example predictions: no test against the column's best, so no bold (bold would claim a
+    parity nothing showed); the best itself stays bold and the note says why the others are not."""
+    for method, score in (("full_ft", 0.91), ("lora", 0.905), ("bitfit", 0.60)):
+        (tmp_path / method).mkdir()
+        (tmp_path / method / "run.json").write_text(json.dumps(make_record("minilm", "sst2", method, 0, score)))
+    files, _ = report.find_run_files([str(tmp_path)])
+    runs = report.records_to_frame(report.load_records(files)[0])
+    agg = tables.aggregate(runs)
+    spec = tables.table_specs(agg, report.tasks_in(runs))[0]
+    table = tables.build_table(agg, spec, tables.completed_runs(runs))
+    bold = {row[1]["text"]: row[4]["bold"] for row in table["rows"]}
+    assert bold == {"FT": True, "LoRA": False, "BitFit": False}
+    assert any("could not be tested against it are not bold" in n for n in table["notes"])
+
+
 def _card(frames, claim):
     runs = frames[0]
     return claims.evaluate_runs(claim, tables.completed_runs(runs))

@@ -36,6 +36,7 @@ from harness.report.frames import records
 PREDICTIONS = "predictions.jsonl.gz"
 GENERATIONS, REFERENCES = "generations.txt", "references.txt"   # a generation run's outputs, the official scorer's files
 LEVEL = 0.05   # a cell is "significantly worse" than the column's best at p < LEVEL
+UNTESTED = ("one seed", "unpaired")   # evidence kinds with no test: such a cell is never bold beside the best
 BATCH_PAIRS = 256   # comparisons computed together: their runs' resampled counts are held at once
 # What one report has read and compared (forget() drops it): predictions by run.json path, results by pair.
 _SEEN: dict = {"rows": {}, "results": {}, "shared": {}}
@@ -228,7 +229,11 @@ def bold_marks(values: list[list], tested: list, cell_runs) -> tuple[set, set]:
 
 
 def not_worse(result: dict) -> bool:
-    """Not significantly worse than the cell it was compared with (no test possible counts as not worse)."""
+    """Tested and not significantly worse than the cell it was compared with. A cell that could not be tested (one
+    seed and no per-example predictions, or no seed in common) is not: bold would claim a parity nothing showed (an
+    untrained row's NIST of 0.81 beside FT's 7.61 is not "not significantly worse")."""
+    if result["evidence"] in UNTESTED:
+        return False
     return not (result["p_value"] < LEVEL and result["diff"] < 0)
 
 
@@ -240,10 +245,10 @@ def describe(evidence: set[str]) -> str:
              "one seed": "no test (one seed, no per-example predictions)",
              "unpaired": "no test (no seed in common)"}
     used = [parts[e] for e in ("examples", "seeds") if e in evidence]
-    untested = [parts[e] for e in ("one seed", "unpaired") if e in evidence]
+    untested = [parts[e] for e in UNTESTED if e in evidence]
     text = "Bold: the best value in its column"
     if used:
         text += f" and every value not significantly worse than it (two-sided p < {LEVEL:g}) by " + "; or ".join(used)
     if untested:
-        text += "; values that could not be tested are bold too: " + "; ".join(untested)
+        text += "; values that could not be tested against it are not bold: " + "; ".join(untested)
     return text + "."
