@@ -196,17 +196,19 @@ WORDS = "the eagle is a family friendly coffee shop near burger king in the city
 
 
 def write_e2e_run(root, method, seed, hypotheses, references, name=None):
-    """A run.json whose BLEU is mteval's on `hypotheses` (METEOR: half of it), with generations.txt and references.txt."""
-    from harness.metrics.e2e import mteval_bleu_nist
+    """A run.json whose BLEU, NIST, ROUGE-L and CIDEr are the official scorer's on `hypotheses` (METEOR: half the
+    BLEU), with generations.txt and references.txt; returns the scores."""
+    from harness.metrics.e2e import coco_scores, mteval_bleu_nist
 
-    bleu = mteval_bleu_nist(hypotheses, references)[0]
+    scored = references[:len(hypotheses)]   # a run one generation short (a broken record) is scored on what it has
+    bleu, nist = mteval_bleu_nist(hypotheses, scored)
+    scores = {"bleu": bleu, "nist": nist, "meteor": bleu / 2, **coco_scores(hypotheses, scored, meteor=False)}
     folder = root / (name or f"e2e-{method}-{seed}")
     folder.mkdir(parents=True)
-    (folder / "run.json").write_text(json.dumps(make_record("smollm2", "e2e", method, seed, {"bleu": bleu, "meteor": bleu / 2},
-                                                            train=2000)))
+    (folder / "run.json").write_text(json.dumps(make_record("smollm2", "e2e", method, seed, scores, train=2000)))
     (folder / "generations.txt").write_text("".join(h + "\n" for h in hypotheses))
     (folder / "references.txt").write_text("\n".join("\n".join(rs) + "\n" for rs in references))
-    return bleu
+    return scores
 
 
 def e2e_corpus(seed: int, rate: float):
@@ -216,7 +218,9 @@ def e2e_corpus(seed: int, rate: float):
     return refs, damage(refs, rate, seed)
 
 
-def test_e2e_bleu_cells_are_compared_over_mrs_from_their_ngram_counts(tmp_path):
+def test_e2e_cells_are_compared_over_mrs_from_their_segment_statistics(tmp_path):
+    """BLEU and NIST from each MR's n-gram sums, ROUGE-L and CIDEr-D from each MR's score: the observed difference is
+    the recorded one (the official scorer's figures, recomputed from the rows), tested over the MRs."""
     from harness.report import evidence
 
     refs = e2e_corpus(0, 0.0)[0]
@@ -229,15 +233,17 @@ def test_e2e_bleu_cells_are_compared_over_mrs_from_their_ngram_counts(tmp_path):
     runs = tables.completed_runs(report.records_to_frame(report.load_records(files)[0]))
     lora, top2 = runs[runs.method == "lora"], runs[runs.method == "ft_top2"]
     evidence.forget()
-    worse = evidence.compare(top2, lora, "bleu")
-    # the observed difference is the recorded one (mteval's BLEU, recomputed from each MR's counts), over all 60 MRs
-    assert worse["evidence"] == "examples" and worse["seeds"] == 3 and worse["examples"] == MRS
-    assert worse["diff"] == pytest.approx(np.mean([bad[s] - near[s] for s in range(3)]), abs=1e-12)
-    # significant over MRs, where the sign-flip test over 3 seeds could not go below p = 0.25
-    assert worse["p_value"] < 0.01 and worse["high"] < 0
-    tie = evidence.compare(lora, lora, "bleu")
-    assert tie["diff"] == 0 and tie["p_value"] == 1.0
-    # METEOR has no per-MR statistics: the seeds' evidence
+    for metric in ("bleu", "nist", "rouge_l", "cider"):
+        worse = evidence.compare(top2, lora, metric)
+        # the observed difference is the recorded one, over all 60 MRs
+        assert worse["evidence"] == "examples" and worse["seeds"] == 3 and worse["examples"] == MRS, metric
+        assert worse["diff"] == pytest.approx(np.mean([bad[s][metric] - near[s][metric] for s in range(3)]),
+                                              abs=1e-12), metric
+        # significant over MRs, where the sign-flip test over 3 seeds could not go below p = 0.25
+        assert worse["p_value"] < 0.01 and worse["high"] < 0, metric
+        tie = evidence.compare(lora, lora, metric)
+        assert tie["diff"] == 0 and tie["p_value"] == 1.0
+    # METEOR pools its statistics over the corpus (no per-MR decomposition): the seeds' evidence
     assert evidence.compare(top2, lora, "meteor")["evidence"] == "seeds"
 
 

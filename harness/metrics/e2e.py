@@ -28,6 +28,8 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
+
 from harness.errors import DataError
 
 MTEVAL_MAX_N = 9  # mteval collects n-grams up to 9; BLEU reads order 4, NIST order 5
@@ -129,8 +131,6 @@ def bleu_counts(hypothesis: str, references: list[str]) -> list[float]:
 def bleu_interval(hypotheses: list[str], references: list[list[str]], seed: int = 0) -> dict:
     """The corpus BLEU's 95 % percentile-bootstrap interval over segments (MRs): each resample sums the segments'
     counts and recomputes BLEU exactly as mteval does (harness/stats.py)."""
-    import numpy as np
-
     from harness.stats import bootstrap_interval
 
     counts = np.array([bleu_counts(h, rs) for h, rs in zip(hypotheses, references)], dtype=float)
@@ -148,43 +148,45 @@ def corpus_bleu_of_rows(counts) -> float:
 
 
 def mteval_bleu_nist(hypotheses: list[str], references: list[list[str]]) -> tuple[float, float]:
-    """Corpus BLEU (4-gram, closest ref length, mteval smoothing) and NIST (5-gram) as mteval-v13a-sig computes them."""
+    """Corpus BLEU (4-gram, closest ref length, mteval smoothing) and NIST (5-gram) as mteval-v13a-sig computes them:
+    each segment's sums (`bleu_counts`, `nist_rows`) added over the corpus."""
+    if not any(mteval_tokenize(r) for rs in references for r in rs):
+        raise ValueError("all references are empty: NIST is undefined (mteval divides by the reference length)")
+    bleu = corpus_bleu_of_rows(np.array([bleu_counts(h, rs) for h, rs in zip(hypotheses, references)], dtype=float))
+    return bleu, corpus_nist_of_rows(nist_rows(hypotheses, references))
+
+
+def nist_rows(hypotheses: list[str], references: list[list[str]]) -> np.ndarray:
+    """Each segment's NIST sums (one row per segment): the information of its clipped n-gram matches (orders 1..5),
+    its n-gram counts (1..5), its references' words and its non-empty references. The information weights come from
+    every reference of the evaluation set (mteval's compute_ngram_info), so rows of runs on the same references add
+    up, over any subset of segments, as mteval's corpus sums do (`corpus_nist_of_rows`)."""
     hyps = [mteval_tokenize(h) for h in hypotheses]
     refs = [[mteval_tokenize(r) for r in rs] for rs in references]
-    ref_ngrams = [[_ngrams(r) for r in rs] for rs in refs]
-    total_ref_words = sum(len(r) for rs in refs for r in rs)
-    n_nonempty_refs = sum(1 for rs in refs for r in rs if r)
-    if total_ref_words == 0:
-        raise ValueError("all references are empty: NIST is undefined (mteval divides by the reference length)")
-    info = _ngram_info([c for cs in ref_ngrams for c in cs], total_ref_words)
-
-    match = [0] * (MTEVAL_MAX_N + 1)  # index n: clipped matches of order n
-    hyp_count = [0] * (MTEVAL_MAX_N + 1)
-    hyp_info = [0.0] * (MTEVAL_MAX_N + 1)
-    ref_length = 0  # BLEU effective reference length (sum of closest lengths)
+    ref_ngrams = [[_ngrams(r, NIST_N) for r in rs] for rs in refs]
+    info = _ngram_info([c for cs in ref_ngrams for c in cs], sum(len(r) for rs in refs for r in rs))
+    rows = []
     for hyp, rs, rngrams in zip(hyps, refs, ref_ngrams):
-        for n in range(1, MTEVAL_MAX_N + 1):
-            hyp_count[n] += max(len(hyp) - n + 1, 0)
         max_ref: Counter = Counter()
         for c in rngrams:
             max_ref |= c  # union keeps the maximum count of each n-gram over the references
-        seg_len = len(rs[0])
-        for r in rs[1:]:
-            seg_len = _closest_length(seg_len, len(r), len(hyp))
-        ref_length += seg_len
-        for ngram, c in _ngrams(hyp).items():
+        gained = [0.0] * NIST_N
+        for ngram, c in _ngrams(hyp, NIST_N).items():
             if ngram in max_ref:
-                clipped = min(c, max_ref[ngram])
-                match[len(ngram)] += clipped
-                hyp_info[len(ngram)] += info[ngram] * clipped
+                gained[len(ngram) - 1] += info[ngram] * min(c, max_ref[ngram])
+        rows.append(gained + [max(len(hyp) - n + 1, 0) for n in range(1, NIST_N + 1)]
+                    + [sum(len(r) for r in rs), sum(1 for r in rs if r)])
+    return np.array(rows, dtype=float).reshape(len(rows), 2 * NIST_N + 2)
 
-    bleu = bleu_from_counts(match[1:BLEU_N + 1], hyp_count[1:BLEU_N + 1], ref_length)
 
-    # NIST: average reference length uses the number of non-empty references per segment
-    avg_refs_per_seg = n_nonempty_refs / len(hyps)
-    ratio = hyp_count[1] / (total_ref_words / avg_refs_per_seg)
-    nist = sum(hyp_info[n] / max(hyp_count[n], 1) for n in range(1, NIST_N + 1)) * _nist_length_penalty(ratio)
-    return bleu, nist
+def corpus_nist_of_rows(rows: np.ndarray) -> float:
+    """mteval's NIST from `nist_rows` summed: Σ_n information / n-gram count (orders 1..5), times the length penalty
+    of the hypothesis length over the average reference length (reference words over non-empty references per
+    segment)."""
+    total = rows.sum(axis=0)
+    gained, counts, ref_words, refs = total[:NIST_N], total[NIST_N:2 * NIST_N], total[-2], total[-1]
+    ratio = counts[0] / (ref_words / (refs / len(rows)))
+    return float(sum(gained[n] / max(counts[n], 1) for n in range(NIST_N)) * _nist_length_penalty(ratio))
 
 
 def _coco_jar_dir() -> Path:
@@ -216,15 +218,8 @@ def ptb_tokenize(texts: list[str]) -> list[str]:
     return [" ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS) for line in lines[:len(texts)]]
 
 
-def coco_scores(hypotheses: list[str], references: list[list[str]], meteor: bool = True) -> dict[str, float]:
-    """METEOR 1.5, ROUGE-L and CIDEr-D over PTB-tokenised texts, as the official scorer's COCOEvalCap run.
-
-    ``meteor=False`` skips METEOR (its Java process needs several seconds to load the paraphrase table).
-    """
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
-    from pycocoevalcap.rouge.rouge import Rouge
-
+def _coco_inputs(hypotheses: list[str], references: list[list[str]]) -> tuple[dict, dict]:
+    """(references, hypotheses) keyed by the scorer's image ids, PTB-tokenised as the official scorer does."""
     flat_refs = ptb_tokenize([r for rs in references for r in rs])
     flat_hyps = ptb_tokenize(hypotheses)  # the scorer tokenises references and outputs in two separate runs
     gts, res, k = {}, {}, 0
@@ -233,6 +228,17 @@ def coco_scores(hypotheses: list[str], references: list[list[str]], meteor: bool
         gts[key] = flat_refs[k:k + len(rs)]
         res[key] = [flat_hyps[i]]
         k += len(rs)
+    return gts, res
+
+
+def coco_scores(hypotheses: list[str], references: list[list[str]], meteor: bool = True) -> dict[str, float]:
+    """METEOR 1.5, ROUGE-L and CIDEr-D over PTB-tokenised texts, as the official scorer's COCOEvalCap run.
+
+    ``meteor=False`` skips METEOR (its Java process needs several seconds to load the paraphrase table).
+    """
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    gts, res = _coco_inputs(hypotheses, references)
     scores = {}
     if meteor:
         scorer = Meteor()  # starts METEOR's Java process; Meteor.__del__ stops it
@@ -242,9 +248,24 @@ def coco_scores(hypotheses: list[str], references: list[list[str]], meteor: bool
             scorer.meteor_p.kill()
             scorer.lock = threading.Lock()  # compute_score failed holding its lock, which __del__ would wait for
             raise
-    scores["rouge_l"] = float(Rouge().compute_score(gts, res)[0])  # LCS F-measure, beta = 1.2 (Lin, 2004)
-    scores["cider"] = float(Cider().compute_score(gts, res)[0])  # CIDEr-D (Vedantam et al., 2015), x10
-    return scores
+    return {**scores, **{metric: float(rows.mean()) for metric, rows in _segment_scores(gts, res).items()}}
+
+
+def _segment_scores(gts: dict, res: dict) -> dict[str, np.ndarray]:
+    """ROUGE-L and CIDEr-D of each segment; the scorer's corpus figure is their mean over segments."""
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    return {"rouge_l": np.asarray(Rouge().compute_score(gts, res)[1], dtype=float),  # LCS F, beta = 1.2 (Lin, 2004)
+            # CIDEr-D (Vedantam et al., 2015), x10; its n-gram document frequencies come from all the references
+            "cider": np.asarray(Cider().compute_score(gts, res)[1], dtype=float)}
+
+
+def segment_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, np.ndarray]:
+    """Each segment's ROUGE-L and CIDEr-D as the official scorer computes them (their means are its corpus figures):
+    what a paired test over segments resamples. METEOR's corpus figure pools its statistics over the corpus, so it is
+    not the mean of segment scores and has no such decomposition here."""
+    return _segment_scores(*_coco_inputs(hypotheses, references))
 
 
 def score_e2e(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:

@@ -5,9 +5,10 @@ The strongest evidence available is used, and named in every table and claim row
     examples   every run of both cells kept its best epoch's per-example predictions (predictions.jsonl.gz beside its
                run.json) for the same examples: the difference of the seed-mean headline metric over the seeds both
                cells ran, its paired bootstrap interval and the approximate-randomization p-value (harness/stats.py).
-               A corpus metric with per-segment sufficient statistics (E2E's BLEU: each MR's clipped n-gram matches,
-               n-gram counts and reference length, summed over the MRs as mteval does) is tested the same way from
-               the generations.txt and references.txt beside each run.json, on the same references
+               A generation metric with per-segment statistics (E2E's BLEU and NIST: each MR's clipped n-gram
+               matches (NIST: their information), n-gram counts and reference lengths, summed over the MRs as mteval
+               does; ROUGE-L and CIDEr-D: each MR's score, averaged as the COCO scorer does) is tested the same way
+               from the generations.txt and references.txt beside each run.json, on the same references
     seeds      no predictions, but ≥ 2 seeds in common: the per-seed differences, their mean with a Student t interval
                and the exact sign-flip permutation p-value (with 3 seeds the smallest possible p is 0.25)
     one seed   a single seed in common: the difference, with no interval and no test
@@ -22,6 +23,7 @@ import hashlib
 import json
 import math
 import re
+import subprocess
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -30,7 +32,8 @@ import numpy as np
 
 from harness import stats
 from harness.metrics import glue as glue_metrics
-from harness.metrics.e2e import bleu_counts, corpus_bleu_of_rows, read_references, read_system_outputs
+from harness.metrics.e2e import (bleu_counts, corpus_bleu_of_rows, corpus_nist_of_rows, nist_rows, read_references,
+                                 read_system_outputs, segment_scores)
 from harness.report.frames import records
 
 PREDICTIONS = "predictions.jsonl.gz"
@@ -66,9 +69,27 @@ def _rows(source: str) -> tuple | None:
     return kept[source]
 
 
-# Corpus metrics tested per segment: metric → (a segment's sufficient statistics from its hypothesis and references,
-# the metric from the rows of those statistics and the labels, unused).
-SEGMENTS = {"bleu": (bleu_counts, lambda counts, labels: corpus_bleu_of_rows(counts))}
+def _coco_rows(metric: str) -> Callable:
+    """A run's per-segment ROUGE-L or CIDEr-D (one column), both computed in one scorer pass per run."""
+    def rows(hypotheses, references):
+        key, shared = ("coco", tuple(hypotheses), tuple(map(tuple, references))), _SEEN["shared"]
+        if key not in shared:
+            shared[key] = segment_scores(hypotheses, references)
+        return shared[key][metric][:, None]
+    return rows
+
+
+# Generation metrics tested per segment: metric → (each segment's statistics, one row per segment, from the run's
+# hypotheses and references; the corpus metric from rows of those statistics and the labels, unused). BLEU and NIST
+# are sums of per-segment counts (mteval); ROUGE-L and CIDEr-D the mean of per-segment scores (the COCO scorer).
+# METEOR pools its statistics over the corpus: not here, its cells are tested over seeds.
+SEGMENTS = {
+    "bleu": (lambda hyps, refs: [bleu_counts(h, rs) for h, rs in zip(hyps, refs)],
+             lambda rows, labels: corpus_bleu_of_rows(rows)),
+    "nist": (nist_rows, lambda rows, labels: corpus_nist_of_rows(rows)),
+    "rouge_l": (_coco_rows("rouge_l"), lambda rows, labels: float(rows[:, 0].mean())),
+    "cider": (_coco_rows("cider"), lambda rows, labels: float(rows[:, 0].mean())),
+}
 
 
 def _segments(source: str, metric: str) -> tuple | None:
@@ -80,9 +101,13 @@ def _segments(source: str, metric: str) -> tuple | None:
         found = None
         if metric in SEGMENTS and (folder / GENERATIONS).is_file() and (folder / REFERENCES).is_file():
             hypotheses, references = read_system_outputs(folder / GENERATIONS), read_references(folder / REFERENCES)
+            rows = None
             if hypotheses and len(hypotheses) == len(references):
-                statistics = SEGMENTS[metric][0]
-                rows = np.array([statistics(h, rs) for h, rs in zip(hypotheses, references)], dtype=float)
+                try:
+                    rows = np.asarray(SEGMENTS[metric][0](hypotheses, references), dtype=float)
+                except (OSError, subprocess.CalledProcessError) as error:   # ROUGE-L, CIDEr: the PTB tokenizer's Java
+                    warnings.warn(f"{metric}: no per-MR scores for {source} ({error}): compared over seeds")
+            if rows is not None:
                 key = ("references", hashlib.sha256((folder / REFERENCES).read_bytes()).hexdigest())
                 shared = _SEEN["shared"]
                 labels = shared.setdefault(("segments", len(rows)), np.zeros(len(rows)))
