@@ -32,7 +32,6 @@ import numpy as np
 
 from harness.errors import DataError
 
-MTEVAL_MAX_N = 9  # mteval collects n-grams up to 9; BLEU reads order 4, NIST order 5
 BLEU_N = 4
 NIST_N = 5
 
@@ -58,7 +57,9 @@ def mteval_tokenize(text: str) -> list[str]:
     return t.split(" ") if t else []
 
 
-def _ngrams(words: list[str], max_n: int = MTEVAL_MAX_N) -> Counter:
+def _ngrams(words: list[str], max_n: int) -> Counter:
+    """The n-grams of orders 1..max_n (mteval collects orders up to 9; BLEU reads 4, NIST 5, and an n-gram's NIST
+    information depends only on orders up to its own)."""
     return Counter(tuple(words[i:i + n]) for n in range(1, max_n + 1) for i in range(len(words) - n + 1))
 
 
