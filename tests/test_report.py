@@ -265,6 +265,9 @@ def test_variant_labels_budget_and_swept_settings():
         "budget=36864 {q,v}", 36864.0)
     assert report.variant_of({"name": "prefix_layer", "budget": None, "l_p": 16, "l_i": 0}) == ("l_p=16", 16.0, "")
     assert report.variant_of({"name": "full_ft", "lr": 1e-4})[0] == ""
+    combo = report.variant_of({"name": "combo", "budget": None, "members": [
+        {"name": "lora", "r": 8, "alpha": 8, "targets": ["v", "q"]}, {"name": "prefix_embed", "l_p": 16, "l_i": 0}]})
+    assert combo[0] == "r=8 {q,v} + l_p=16" and math.isnan(combo[1]) and combo[2] == ""
     records = []
     for alpha, values in ((8, (0.80, 0.82)), (16, (0.90, 0.92))):
         for seed, value in enumerate(values):

@@ -56,7 +56,12 @@ def load_records(files):
 def variant_of(method_cfg):
     """(label, size, targets) for a method config: ('r=8 {q,v}', 8.0, 'q,v'); ('', nan, '') for full_ft. With
     `budget` set the method picks its own size at run time (the config's r / l_p is then the yaml default, not what
-    ran), so the label is the budget and the real count is in params.trainable_no_head."""
+    ran), so the label is the budget and the real count is in params.trainable_no_head. Methods combined (`combo`):
+    their members' labels joined, 'r=8 {q,v} + l_p=16', with no single size or weight types."""
+    members = method_cfg.get("members")
+    if isinstance(members, list) and members:
+        labels = [variant_of(m)[0] for m in members if isinstance(m, dict)]
+        return " + ".join(label for label in labels if label), float("nan"), ""
     key = size_key(method_cfg)
     parts, size = ([f"{key}={method_cfg[key]}"], _number(method_cfg[key])) if key else ([], float("nan"))
     targets = method_cfg.get("targets") or []
