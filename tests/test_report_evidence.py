@@ -269,3 +269,26 @@ def test_e2e_runs_on_other_references_are_not_paired_over_mrs(tmp_path):
     assert evidence.compare(runs[runs.method == "lora"], runs[runs.method == "full_ft"], "bleu")["evidence"] == "seeds"
     assert evidence.compare(runs[runs.method == "adapter_h"], runs[runs.method == "full_ft"],
                             "bleu")["evidence"] == "one seed"
+
+
+def test_e2e_rouge_and_cider_fall_back_to_seeds_without_the_tokenizer(tmp_path, monkeypatch):
+    """ROUGE-L and CIDEr-D per MR need the PTB tokenizer's Java: without it the report warns and tests those cells
+    over seeds, and BLEU (pure Python) is still tested over MRs."""
+    from harness.report import evidence
+
+    refs, hyps = e2e_corpus(0, 0.2)
+    for seed in range(2):
+        write_e2e_run(tmp_path, "full_ft", seed, hyps, refs)
+        write_e2e_run(tmp_path, "lora", seed, damage(refs, 0.3, seed), refs)
+
+    def no_java(*_):
+        raise FileNotFoundError("java")
+
+    monkeypatch.setattr(evidence, "segment_scores", no_java)
+    files, _ = report.find_run_files([str(tmp_path)])
+    runs = tables.completed_runs(report.records_to_frame(report.load_records(files)[0]))
+    evidence.forget()
+    lora, ft = runs[runs.method == "lora"], runs[runs.method == "full_ft"]
+    with pytest.warns(UserWarning, match="rouge_l: no per-MR scores"):
+        assert evidence.compare(lora, ft, "rouge_l")["evidence"] == "seeds"
+    assert evidence.compare(lora, ft, "bleu")["evidence"] == "examples"
