@@ -11,8 +11,9 @@ import pytest
 
 from harness.errors import DataError
 
-from harness.metrics.e2e import (coco_scores, mteval_bleu_nist, mteval_tokenize, ptb_tokenize, read_references,
-                                 read_system_outputs, score_e2e)
+from harness.metrics import e2e
+from harness.metrics.e2e import (coco_inputs, coco_scores, corpus_meteor_of_rows, meteor_rows_of, mteval_bleu_nist,
+                                 mteval_tokenize, ptb_tokenize, read_references, read_system_outputs, score_e2e)
 from harness.score import main as score_main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -118,6 +119,45 @@ def test_ptb_tokenizer_and_rouge_cider_by_hand():
     assert exact == {"rouge_l": pytest.approx(1.0), "cider": pytest.approx(10.0)}
     # one item: every reference n-gram has df = 1 = number of items -> idf = log(1) - log(1) = 0 -> CIDEr 0
     assert coco_scores(["a dog runs"], [["a dog runs"]], meteor=False)["cider"] == 0.0
+
+
+# METEOR statistics rows: test / reference length, function words, per matcher (exact, stem, synonym, paraphrase) the
+# test content, reference content, test function, reference function matches, chunks, test / reference word matches.
+WHOLE = [3, 3, 0, 0, 3, 3, 0, 0] + [0] * 12 + [1, 3, 3]       # matched whole, in one chunk
+PARTIAL = [4, 5, 1, 1, 2, 2, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0] + [0] * 4 + [2, 3, 3]   # 2 exact + 1 synonym match, 2 chunks
+
+
+def test_meteor_pools_segment_statistics_by_hand():
+    """METEOR 1.5 over two segments (alpha 0.85, beta 0.2, gamma 0.6, delta 0.75; matcher weights 1, 0.6, 0.8, 0.6):
+    statistics summed, except the whole match's chunk (the jar's MeteorStats.addStats)."""
+    test_len, ref_len = 0.75 * (7 - 1) + 0.25 * 1, 0.75 * (8 - 1) + 0.25 * 1            # content 0.75, function 0.25
+    test_matched = ref_matched = 0.75 * (5 * 1.0 + 1 * 0.8)                              # 5 exact + 1 synonym content
+    precision, recall = test_matched / test_len, ref_matched / ref_len
+    fmean = 1 / (0.15 / precision + 0.85 / recall)
+    expected = fmean * (1 - 0.6 * (2 / 6) ** 0.2)                           # 2 chunks over (6 + 6) / 2 word matches
+    assert corpus_meteor_of_rows([WHOLE, PARTIAL]) == pytest.approx(expected, rel=1e-12)
+    assert corpus_meteor_of_rows([WHOLE]) == pytest.approx(1 / (0.15 + 0.85), rel=1e-12)   # no fragmentation penalty
+    assert corpus_meteor_of_rows([[0] * 23]) == 0.0                                     # an empty segment: undefined → 0
+
+
+@needs_java
+def test_meteor_statistics_match_the_jar():
+    """The jar scores the same rows alike (its EVAL line), and each MR's statistics pooled give the official scorer's
+    METEOR on its reference cases (4 decimals, as it prints) and the jar's own corpus figure (to 1e-12)."""
+    scorer = e2e.meteor_scorer()
+    with scorer.lock:
+        line = " ||| ".join(["EVAL", *(" ".join(f"{v:.1f}" for v in row) for row in (WHOLE, PARTIAL))])
+        scorer.meteor_p.stdin.write(f"{line}\n".encode())
+        scorer.meteor_p.stdin.flush()
+        jar = [float(scorer.meteor_p.stdout.readline()) for _ in range(3)]   # each segment's score, then the corpus's
+    assert corpus_meteor_of_rows([WHOLE, PARTIAL]) == pytest.approx(jar[2], abs=1e-12)
+    assert corpus_meteor_of_rows([PARTIAL]) == pytest.approx(jar[1], abs=1e-12)
+    for name in ("dev20.firstref", "dev547.halfref"):
+        gts, res = coco_inputs(*_official_case(name))
+        rows = meteor_rows_of(gts, res)
+        assert rows.shape == (len(gts), 23)
+        assert f"{corpus_meteor_of_rows(rows):.4f}" == f"{OFFICIAL_SCORES[name][2]:.4f}"
+        assert corpus_meteor_of_rows(rows) == pytest.approx(scorer.compute_score(gts, res)[0], abs=1e-12)
 
 
 def test_reference_and_output_readers(tmp_path):

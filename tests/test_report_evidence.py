@@ -196,13 +196,14 @@ WORDS = "the eagle is a family friendly coffee shop near burger king in the city
 
 
 def write_e2e_run(root, method, seed, hypotheses, references, name=None):
-    """A run.json whose BLEU, NIST, ROUGE-L and CIDEr are the official scorer's on `hypotheses` (METEOR: half the
-    BLEU), with generations.txt and references.txt; returns the scores."""
-    from harness.metrics.e2e import coco_scores, mteval_bleu_nist
+    """A run.json whose five scores are the official scorer's on `hypotheses` (METEOR pooled from its per-MR
+    statistics: one jar for the whole test session), with generations.txt and references.txt; returns the scores."""
+    from harness.metrics.e2e import coco_scores, corpus_meteor_of_rows, meteor_rows, mteval_bleu_nist
 
     scored = references[:len(hypotheses)]   # a run one generation short (a broken record) is scored on what it has
     bleu, nist = mteval_bleu_nist(hypotheses, scored)
-    scores = {"bleu": bleu, "nist": nist, "meteor": bleu / 2, **coco_scores(hypotheses, scored, meteor=False)}
+    scores = {"bleu": bleu, "nist": nist, "meteor": corpus_meteor_of_rows(meteor_rows(hypotheses, scored)),
+              **coco_scores(hypotheses, scored, meteor=False)}
     folder = root / (name or f"e2e-{method}-{seed}")
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps(make_record("smollm2", "e2e", method, seed, scores, train=2000)))
@@ -219,8 +220,9 @@ def e2e_corpus(seed: int, rate: float):
 
 
 def test_e2e_cells_are_compared_over_mrs_from_their_segment_statistics(tmp_path):
-    """BLEU and NIST from each MR's n-gram sums, ROUGE-L and CIDEr-D from each MR's score: the observed difference is
-    the recorded one (the official scorer's figures, recomputed from the rows), tested over the MRs."""
+    """BLEU and NIST from each MR's n-gram sums, ROUGE-L and CIDEr-D from each MR's score, METEOR from each MR's
+    statistics: the observed difference is the recorded one (the official scorer's figures, recomputed from the rows),
+    tested over the MRs."""
     from harness.report import evidence
 
     refs = e2e_corpus(0, 0.0)[0]
@@ -233,7 +235,7 @@ def test_e2e_cells_are_compared_over_mrs_from_their_segment_statistics(tmp_path)
     runs = tables.completed_runs(report.records_to_frame(report.load_records(files)[0]))
     lora, top2 = runs[runs.method == "lora"], runs[runs.method == "ft_top2"]
     evidence.forget()
-    for metric in ("bleu", "nist", "rouge_l", "cider"):
+    for metric in ("bleu", "nist", "meteor", "rouge_l", "cider"):
         worse = evidence.compare(top2, lora, metric)
         # the observed difference is the recorded one, over all 60 MRs
         assert worse["evidence"] == "examples" and worse["seeds"] == 3 and worse["examples"] == MRS, metric
@@ -243,8 +245,6 @@ def test_e2e_cells_are_compared_over_mrs_from_their_segment_statistics(tmp_path)
         assert worse["p_value"] < 0.01 and worse["high"] < 0, metric
         tie = evidence.compare(lora, lora, metric)
         assert tie["diff"] == 0 and tie["p_value"] == 1.0
-    # METEOR pools its statistics over the corpus (no per-MR decomposition): the seeds' evidence
-    assert evidence.compare(top2, lora, "meteor")["evidence"] == "seeds"
 
 
 def damage(refs, rate: float, seed: int) -> list[str]:
@@ -271,9 +271,9 @@ def test_e2e_runs_on_other_references_are_not_paired_over_mrs(tmp_path):
                             "bleu")["evidence"] == "one seed"
 
 
-def test_e2e_rouge_and_cider_fall_back_to_seeds_without_the_tokenizer(tmp_path, monkeypatch):
-    """ROUGE-L and CIDEr-D per MR need the PTB tokenizer's Java: without it the report warns and tests those cells
-    over seeds, and BLEU (pure Python) is still tested over MRs."""
+def test_e2e_coco_metrics_fall_back_to_seeds_without_the_tokenizer(tmp_path, monkeypatch):
+    """METEOR, ROUGE-L and CIDEr-D per MR need the PTB tokenizer's Java: without it the report warns and tests those
+    cells over seeds, and BLEU (pure Python) is still tested over MRs."""
     from harness.report import evidence
 
     refs, hyps = e2e_corpus(0, 0.2)
@@ -284,11 +284,12 @@ def test_e2e_rouge_and_cider_fall_back_to_seeds_without_the_tokenizer(tmp_path, 
     def no_java(*_):
         raise FileNotFoundError("java")
 
-    monkeypatch.setattr(evidence, "segment_scores", no_java)
+    monkeypatch.setattr(evidence, "coco_inputs", no_java)
     files, _ = report.find_run_files([str(tmp_path)])
     runs = tables.completed_runs(report.records_to_frame(report.load_records(files)[0]))
     evidence.forget()
     lora, ft = runs[runs.method == "lora"], runs[runs.method == "full_ft"]
-    with pytest.warns(UserWarning, match="rouge_l: no per-MR scores"):
-        assert evidence.compare(lora, ft, "rouge_l")["evidence"] == "seeds"
+    for metric in ("meteor", "rouge_l", "cider"):
+        with pytest.warns(UserWarning, match=f"{metric}: no per-MR scores"):
+            assert evidence.compare(lora, ft, metric)["evidence"] == "seeds"
     assert evidence.compare(lora, ft, "bleu")["evidence"] == "examples"

@@ -219,7 +219,7 @@ def ptb_tokenize(texts: list[str]) -> list[str]:
     return [" ".join(w for w in line.rstrip().split(" ") if w not in PUNCTUATIONS) for line in lines[:len(texts)]]
 
 
-def _coco_inputs(hypotheses: list[str], references: list[list[str]]) -> tuple[dict, dict]:
+def coco_inputs(hypotheses: list[str], references: list[list[str]]) -> tuple[dict, dict]:
     """(references, hypotheses) keyed by the scorer's image ids, PTB-tokenised as the official scorer does."""
     flat_refs = ptb_tokenize([r for rs in references for r in rs])
     flat_hyps = ptb_tokenize(hypotheses)  # the scorer tokenises references and outputs in two separate runs
@@ -239,7 +239,7 @@ def coco_scores(hypotheses: list[str], references: list[list[str]], meteor: bool
     """
     from pycocoevalcap.meteor.meteor import Meteor
 
-    gts, res = _coco_inputs(hypotheses, references)
+    gts, res = coco_inputs(hypotheses, references)
     scores = {}
     if meteor:
         scorer = Meteor()  # starts METEOR's Java process; Meteor.__del__ stops it
@@ -249,11 +249,11 @@ def coco_scores(hypotheses: list[str], references: list[list[str]], meteor: bool
             scorer.meteor_p.kill()
             scorer.lock = threading.Lock()  # compute_score failed holding its lock, which __del__ would wait for
             raise
-    return {**scores, **{metric: float(rows.mean()) for metric, rows in _segment_scores(gts, res).items()}}
+    return {**scores, **{metric: float(rows.mean()) for metric, rows in segment_scores_of(gts, res).items()}}
 
 
-def _segment_scores(gts: dict, res: dict) -> dict[str, np.ndarray]:
-    """ROUGE-L and CIDEr-D of each segment; the scorer's corpus figure is their mean over segments."""
+def segment_scores_of(gts: dict, res: dict) -> dict[str, np.ndarray]:
+    """ROUGE-L and CIDEr-D of each segment of `coco_inputs`; the scorer's corpus figure is their mean over segments."""
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
@@ -264,9 +264,81 @@ def _segment_scores(gts: dict, res: dict) -> dict[str, np.ndarray]:
 
 def segment_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, np.ndarray]:
     """Each segment's ROUGE-L and CIDEr-D as the official scorer computes them (their means are its corpus figures):
-    what a paired test over segments resamples. METEOR's corpus figure pools its statistics over the corpus, so it is
-    not the mean of segment scores and has no such decomposition here."""
-    return _segment_scores(*_coco_inputs(hypotheses, references))
+    what a paired test over segments resamples. METEOR pools its statistics: `meteor_rows`."""
+    return segment_scores_of(*coco_inputs(hypotheses, references))
+
+
+# METEOR 1.5 (Denkowski & Lavie, WMT 2014) as the official scorer runs it (`-l en -norm`, the default task): its
+# parameters for English, alpha (precision / recall balance), beta and gamma (fragmentation penalty), delta (content
+# against function words), and the weights of its four matchers (exact, stem, synonym, paraphrase).
+METEOR_ALPHA, METEOR_BETA, METEOR_GAMMA, METEOR_DELTA = 0.85, 0.20, 0.60, 0.75
+METEOR_WEIGHTS = np.array([1.0, 0.6, 0.8, 0.6])
+# A segment's sufficient statistics, as the jar prints them: test and reference length, their function words, per
+# matcher (test content, reference content, test function, reference function matches), chunks, test and reference
+# word matches.
+METEOR_STATS = 23
+_METEOR = {}   # one METEOR process per Python process, started on first use: loading its paraphrase table takes ~10 s
+
+
+def meteor_scorer():
+    """This process's METEOR jar (pycocoevalcap's Meteor, as the official scorer runs it), started on first use."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    scorer = _METEOR.get("scorer")
+    if scorer is None or scorer.meteor_p.poll() is not None:
+        scorer = _METEOR["scorer"] = Meteor()
+    return scorer
+
+
+def meteor_rows_of(gts: dict, res: dict) -> np.ndarray:
+    """Each segment's METEOR statistics (a row of METEOR_STATS; the jar keeps its best-scoring reference's), from the
+    official scorer's METEOR jar on `coco_inputs`. `corpus_meteor_of_rows` of all rows is the scorer's METEOR."""
+    scorer, rows = meteor_scorer(), []
+    with scorer.lock:
+        try:
+            for key in gts:
+                line = scorer._stat(res[key][0], gts[key])   # the jar's SCORE line: one segment against its references
+                row = [float(v) for v in line.split()]
+                if len(row) != METEOR_STATS:
+                    raise RuntimeError(f"METEOR returned {line!r} for segment {key}: expected {METEOR_STATS} numbers")
+                rows.append(row)
+        except Exception:
+            scorer.meteor_p.kill()   # out of step with its input: the next call starts a new process
+            raise
+    return np.asarray(rows, dtype=float).reshape(len(rows), METEOR_STATS)
+
+
+def meteor_rows(hypotheses: list[str], references: list[list[str]]) -> np.ndarray:
+    """Each MR's METEOR statistics (`meteor_rows_of`), from raw texts."""
+    return meteor_rows_of(*coco_inputs(hypotheses, references))
+
+
+def corpus_meteor_of_rows(rows) -> float:
+    """METEOR over the segments of `rows` as the jar aggregates them (edu.cmu.meteor MeteorStats.addStats, then
+    MeteorScorer.computeMetrics): statistics summed over segments, except that a segment matched whole in one chunk adds
+    no chunk; then, with lengths and matches weighted delta for content words and 1 - delta for function words (and the
+    matchers' weights), P = test matches / test length, R = reference matches / reference length,
+    Fmean = 1 / ((1 - alpha) / P + alpha / R), fragmentation = chunks / mean word matches (0 for a whole match),
+    score = Fmean (1 - gamma fragmentation^beta), 0 when undefined or negative."""
+    rows = np.asarray(rows, dtype=float).reshape(-1, METEOR_STATS)
+    matches = rows[:, 4:20].reshape(len(rows), 4, 4)
+    whole = ((matches[:, :, [0, 2]].sum(axis=(1, 2)) == rows[:, 0])
+             & (matches[:, :, [1, 3]].sum(axis=(1, 2)) == rows[:, 1]) & (rows[:, 20] == 1))
+    total = rows.sum(axis=0)
+    total[20] -= rows[whole, 20].sum()
+    return _meteor_score(total)
+
+
+def _meteor_score(s: np.ndarray) -> float:
+    m, d, w = s[4:20].reshape(4, 4), METEOR_DELTA, METEOR_WEIGHTS
+    with np.errstate(divide="ignore", invalid="ignore"):   # the jar's doubles: x/0 is inf or NaN, a NaN score is 0
+        precision = (d * m[:, 0] @ w + (1 - d) * m[:, 2] @ w) / (d * (s[0] - s[2]) + (1 - d) * s[2])
+        recall = (d * m[:, 1] @ w + (1 - d) * m[:, 3] @ w) / (d * (s[1] - s[3]) + (1 - d) * s[3])
+        fmean = 1.0 / ((1 - METEOR_ALPHA) / precision + METEOR_ALPHA / recall)
+        whole = m[:, [0, 2]].sum() == s[0] and m[:, [1, 3]].sum() == s[1] and s[20] == 1
+        fragmentation = np.float64(0.0) if whole else s[20] / ((s[21] + s[22]) / 2)
+        score = fmean * (1.0 - METEOR_GAMMA * fragmentation ** METEOR_BETA)
+    return 0.0 if math.isnan(score) else max(float(score), 0.0)
 
 
 def score_e2e(hypotheses: list[str], references: list[list[str]]) -> dict[str, float]:

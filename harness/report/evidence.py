@@ -7,7 +7,8 @@ The strongest evidence available is used, and named in every table and claim row
                cells ran, its paired bootstrap interval and the approximate-randomization p-value (harness/stats.py).
                A generation metric with per-segment statistics (E2E's BLEU and NIST: each MR's clipped n-gram
                matches (NIST: their information), n-gram counts and reference lengths, summed over the MRs as mteval
-               does; ROUGE-L and CIDEr-D: each MR's score, averaged as the COCO scorer does) is tested the same way
+               does; ROUGE-L and CIDEr-D: each MR's score, averaged as the COCO scorer does; METEOR: each MR's
+               statistics from its jar, aggregated as the jar does) is tested the same way
                from the generations.txt and references.txt beside each run.json, on the same references
     seeds      no predictions, but ≥ 2 seeds in common: the per-seed differences, their mean with a Student t interval
                and the exact sign-flip permutation p-value (with 3 seeds the smallest possible p is 0.25)
@@ -32,8 +33,9 @@ import numpy as np
 
 from harness import stats
 from harness.metrics import glue as glue_metrics
-from harness.metrics.e2e import (bleu_counts, corpus_bleu_of_rows, corpus_nist_of_rows, nist_rows, read_references,
-                                 read_system_outputs, segment_scores)
+from harness.metrics.e2e import (bleu_counts, coco_inputs, corpus_bleu_of_rows, corpus_meteor_of_rows,
+                                 corpus_nist_of_rows, meteor_rows_of, nist_rows, read_references, read_system_outputs,
+                                 segment_scores_of)
 from harness.report.frames import records
 
 PREDICTIONS = "predictions.jsonl.gz"
@@ -70,23 +72,29 @@ def _rows(source: str) -> tuple | None:
 
 
 def _coco_rows(metric: str) -> Callable:
-    """A run's per-segment ROUGE-L or CIDEr-D (one column), both computed in one scorer pass per run."""
+    """A run's per-segment ROUGE-L or CIDEr-D (one column; both from one scorer pass) or METEOR statistics, over the
+    run's texts PTB-tokenised once."""
     def rows(hypotheses, references):
-        key, shared = ("coco", tuple(hypotheses), tuple(map(tuple, references))), _SEEN["shared"]
-        if key not in shared:
-            shared[key] = segment_scores(hypotheses, references)
-        return shared[key][metric][:, None]
+        texts, shared = (tuple(hypotheses), tuple(map(tuple, references))), _SEEN["shared"]
+        if ("coco", texts) not in shared:
+            shared[("coco", texts)] = coco_inputs(hypotheses, references)
+        if metric == "meteor":
+            return meteor_rows_of(*shared[("coco", texts)])
+        if ("coco-scores", texts) not in shared:
+            shared[("coco-scores", texts)] = segment_scores_of(*shared[("coco", texts)])
+        return shared[("coco-scores", texts)][metric][:, None]
     return rows
 
 
 # Generation metrics tested per segment: metric → (each segment's statistics, one row per segment, from the run's
 # hypotheses and references; the corpus metric from rows of those statistics and the labels, unused). BLEU and NIST
-# are sums of per-segment counts (mteval); ROUGE-L and CIDEr-D the mean of per-segment scores (the COCO scorer).
-# METEOR pools its statistics over the corpus: not here, its cells are tested over seeds.
+# are sums of per-segment counts (mteval); ROUGE-L and CIDEr-D the mean of per-segment scores (the COCO scorer);
+# METEOR its jar's aggregate of per-segment statistics.
 SEGMENTS = {
     "bleu": (lambda hyps, refs: [bleu_counts(h, rs) for h, rs in zip(hyps, refs)],
              lambda rows, labels: corpus_bleu_of_rows(rows)),
     "nist": (nist_rows, lambda rows, labels: corpus_nist_of_rows(rows)),
+    "meteor": (_coco_rows("meteor"), lambda rows, labels: corpus_meteor_of_rows(rows)),
     "rouge_l": (_coco_rows("rouge_l"), lambda rows, labels: float(rows[:, 0].mean())),
     "cider": (_coco_rows("cider"), lambda rows, labels: float(rows[:, 0].mean())),
 }
@@ -105,7 +113,7 @@ def _segments(source: str, metric: str) -> tuple | None:
             if hypotheses and len(hypotheses) == len(references):
                 try:
                     rows = np.asarray(SEGMENTS[metric][0](hypotheses, references), dtype=float)
-                except (OSError, subprocess.CalledProcessError) as error:   # ROUGE-L, CIDEr: the PTB tokenizer's Java
+                except (OSError, subprocess.CalledProcessError, RuntimeError) as error:   # the COCO scorers' Java
                     warnings.warn(f"{metric}: no per-MR scores for {source} ({error}): compared over seeds")
             if rows is not None:
                 key = ("references", hashlib.sha256((folder / REFERENCES).read_bytes()).hexdigest())
