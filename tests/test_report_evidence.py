@@ -198,12 +198,12 @@ WORDS = "the eagle is a family friendly coffee shop near burger king in the city
 def write_e2e_run(root, method, seed, hypotheses, references, name=None):
     """A run.json whose five scores are the official scorer's on `hypotheses` (METEOR pooled from its per-MR
     statistics: one jar for the whole test session), with generations.txt and references.txt; returns the scores."""
-    from harness.metrics.e2e import coco_scores, corpus_meteor_of_rows, meteor_rows, mteval_bleu_nist
+    from harness.metrics.e2e import coco_inputs, coco_scores, corpus_meteor_of_rows, meteor_rows_of, mteval_bleu_nist
 
     scored = references[:len(hypotheses)]   # a run one generation short (a broken record) is scored on what it has
     bleu, nist = mteval_bleu_nist(hypotheses, scored)
-    scores = {"bleu": bleu, "nist": nist, "meteor": corpus_meteor_of_rows(meteor_rows(hypotheses, scored)),
-              **coco_scores(hypotheses, scored, meteor=False)}
+    meteor = corpus_meteor_of_rows(meteor_rows_of(*coco_inputs(hypotheses, scored)))
+    scores = {"bleu": bleu, "nist": nist, "meteor": meteor, **coco_scores(hypotheses, scored, meteor=False)}
     folder = root / (name or f"e2e-{method}-{seed}")
     folder.mkdir(parents=True)
     (folder / "run.json").write_text(json.dumps(make_record("smollm2", "e2e", method, seed, scores, train=2000)))

@@ -253,19 +253,14 @@ def coco_scores(hypotheses: list[str], references: list[list[str]], meteor: bool
 
 
 def segment_scores_of(gts: dict, res: dict) -> dict[str, np.ndarray]:
-    """ROUGE-L and CIDEr-D of each segment of `coco_inputs`; the scorer's corpus figure is their mean over segments."""
+    """ROUGE-L and CIDEr-D of each segment of `coco_inputs` (what a paired test over segments resamples); the scorer's
+    corpus figure is their mean over segments. METEOR pools its statistics instead: `meteor_rows_of`."""
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.rouge.rouge import Rouge
 
     return {"rouge_l": np.asarray(Rouge().compute_score(gts, res)[1], dtype=float),  # LCS F, beta = 1.2 (Lin, 2004)
             # CIDEr-D (Vedantam et al., 2015), x10; its n-gram document frequencies come from all the references
             "cider": np.asarray(Cider().compute_score(gts, res)[1], dtype=float)}
-
-
-def segment_scores(hypotheses: list[str], references: list[list[str]]) -> dict[str, np.ndarray]:
-    """Each segment's ROUGE-L and CIDEr-D as the official scorer computes them (their means are its corpus figures):
-    what a paired test over segments resamples. METEOR pools its statistics: `meteor_rows`."""
-    return segment_scores_of(*coco_inputs(hypotheses, references))
 
 
 # METEOR 1.5 (Denkowski & Lavie, WMT 2014) as the official scorer runs it (`-l en -norm`, the default task): its
@@ -306,11 +301,6 @@ def meteor_rows_of(gts: dict, res: dict) -> np.ndarray:
             scorer.meteor_p.kill()   # out of step with its input: the next call starts a new process
             raise
     return np.asarray(rows, dtype=float).reshape(len(rows), METEOR_STATS)
-
-
-def meteor_rows(hypotheses: list[str], references: list[list[str]]) -> np.ndarray:
-    """Each MR's METEOR statistics (`meteor_rows_of`), from raw texts."""
-    return meteor_rows_of(*coco_inputs(hypotheses, references))
 
 
 def corpus_meteor_of_rows(rows) -> float:
